@@ -1,0 +1,297 @@
+"""The ``mapd`` command line.
+
+Exit status: 0 success; 1 the command ran but something failed (a file
+failed to ingest, a check did not pass); 2 a usage or configuration error;
+3 the database cannot be started or reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+from . import __version__, logs
+from .config import ConfigError, MapdConfig, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A user error in the command's arguments or input."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from .database import DatabaseError
+    from .discovery import DiscoveryError
+    from .erd import DiagramError
+    from .subjects import SubjectError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, UsageError, DiscoveryError, SubjectError, DiagramError) as error:
+        print(f"mapd: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatabaseError as error:
+        print(f"mapd: {error}", file=sys.stderr)
+        return EXIT_DATABASE
+    except KeyboardInterrupt:
+        print("mapd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mapd",
+        description="Ingest MAP behavior and ephys files into the MAP DataJoint pipeline.",
+        epilog="Configuration: --config FILE, else $MAPD_CONFIG, else ./mapd.yaml, else /etc/mapd/mapd.yaml. "
+        "Exit status: 0 ok, 1 something failed, 2 usage or configuration error, 3 database unavailable.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
+    parser.add_argument("--version", action="version", version=f"mapd {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    config = commands.add_parser("config", help="configuration commands")
+    config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
+    check = config_commands.add_parser(
+        "check", help="validate the configuration, check the data paths and connect to the database"
+    )
+    check.set_defaults(handler=_config_check)
+
+    rescan = commands.add_parser(
+        "rescan",
+        help="find and ingest every behavior session not yet ingested (manual backfill)",
+        description="Find behavior files under rig_data_paths and ingest every session not yet ingested. "
+        "Exit status 0 only when no file failed.",
+    )
+    rescan.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                        help="only files below these paths (each inside a rig data path)")
+    rescan.add_argument("--rig", action="append", default=[], metavar="NAME", help="only this rig (repeatable)")
+    rescan.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="only sessions on or after this date")
+    rescan.add_argument("--workers", type=int, metavar="N", help="parsing processes (default: ingest.workers)")
+    rescan.set_defaults(handler=_rescan)
+
+    status = commands.add_parser("status", help="files per state, and waiting and failed files with reasons")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+    subject = commands.add_parser("subject", help="enter subjects and their water-restriction numbers")
+    subject_commands = subject.add_subparsers(title="subject commands", metavar="COMMAND")
+    add = subject_commands.add_parser("add", help="enter one subject")
+    add.add_argument("--subject-id", type=int, required=True, help="institution animal id, e.g. 407513")
+    add.add_argument("--h2o", required=True, help="water-restriction number used in file names, e.g. dl25")
+    add.add_argument("--sex", choices=("M", "F", "Unknown"), default="Unknown")
+    add.add_argument("--dob", type=_date, metavar="YYYY-MM-DD", help="date of birth")
+    add.add_argument("--username", help="person responsible for the animal (lab.Person)")
+    add.set_defaults(handler=_subject_add)
+    imp = subject_commands.add_parser(
+        "import", help="enter subjects from a CSV (header: subject_id,h2o,sex,dob) or YAML list"
+    )
+    imp.add_argument("file", type=Path)
+    imp.set_defaults(handler=_subject_import)
+
+    shell = commands.add_parser("shell", help="Python with dj and the MAP schema modules connected")
+    shell.add_argument("-c", dest="code", metavar="CODE", help="run CODE and exit, like python -c")
+    shell.set_defaults(handler=_shell)
+
+    erd = commands.add_parser("erd", help="write one entity-relationship diagram per schema")
+    erd.add_argument("--out", type=Path, default=Path("erd"), metavar="DIR", help="output directory (default: erd)")
+    erd.add_argument("--format", choices=("mermaid", "svg", "png"), default="mermaid",
+                     help="mermaid (default; no extra software) or svg/png (need Graphviz)")
+    erd.set_defaults(handler=_erd)
+    return parser
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2018-02-25") from None
+
+
+def _load(args) -> MapdConfig:
+    config = load_config(args.config)
+    logs.configure(config.logging)
+    return config
+
+
+def _open(config: MapdConfig):
+    from .runtime import open_database
+
+    return open_database(config)
+
+
+def _config_check(args) -> int:
+    config = _load(args)
+    print(f"configuration: {config.source}: valid")
+    problems = 0
+    for entry in config.rig_data_paths:
+        problems += not _report_path(f"rig {entry.rig}", entry.path)
+    for entry in config.ephys_data_paths:
+        problems += not _report_path("ephys", entry.path)
+    db = _open(config)
+    print(f"database: {config.database.backend}: connected ({db.params!r}), schemas {config.database.schema_prefix}*")
+    if problems:
+        print(f"{problems} data path(s) not usable", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _report_path(label: str, path: Path) -> bool:
+    import os
+
+    if not path.is_dir():
+        print(f"{label}: {path}: not a directory", file=sys.stderr)
+        return False
+    if not os.access(path, os.R_OK | os.X_OK):
+        print(f"{label}: {path}: not readable", file=sys.stderr)
+        return False
+    print(f"{label}: {path}: readable")
+    return True
+
+
+def _rescan(args) -> int:
+    from .backfill import CATEGORIES, rescan
+    from .discovery import ScanScope
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    config = _load(args)
+    _open(config)
+    scope = ScanScope(rigs=frozenset(args.rig), since=args.since, paths=tuple(args.paths))
+    with _Progress() as progress:
+        summary = rescan(config, scope, workers=args.workers, on_progress=progress.update)
+    print(f"rescan: {sum(summary.files.values())} files in {summary.seconds:.1f} s")
+    for category in CATEGORIES:
+        extra = ""
+        if category == "ingested" and summary.sessions:
+            extra = f"  ({summary.sessions} sessions, {summary.trials} trials, {summary.rows} rows)"
+        print(f"  {category:<20} {summary.files[category]:>6}{extra}")
+    for outcome in summary.problems:
+        print(f"  {outcome.state.value}: {outcome.file.path}: {outcome.reason}")
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+class _Progress:
+    """A progress bar on a terminal; nothing otherwise (log lines report each session)."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="session", desc="ingest", file=sys.stderr)
+        self._bar.n = done
+        self._bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _status(args) -> int:
+    from .status import collect
+
+    config = _load(args)
+    _open(config)
+    report = collect()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return EXIT_OK
+    print(f"sessions ingested: {report.sessions}")
+    print("files: " + ", ".join(f"{state} {count}" for state, count in report.files.items()))
+    for title, problems in (("waiting", report.waiting), ("failed", report.failed)):
+        if problems:
+            print(f"{title}:")
+            for problem in problems:
+                print(f"  {problem.path}: {problem.reason}")
+    return EXIT_OK
+
+
+def _subject_add(args) -> int:
+    from pydantic import ValidationError
+
+    from .subjects import SubjectEntry, add_subjects
+
+    try:
+        entry = SubjectEntry(subject_id=args.subject_id, h2o=args.h2o, sex=args.sex, dob=args.dob,
+                             username=args.username)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise UsageError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}") from None
+    config = _load(args)
+    _open(config)
+    added = add_subjects([entry])
+    print(f"subject {entry.subject_id} ({entry.h2o}): {'entered' if added else 'already entered'}")
+    _hint_waiting([entry.h2o])
+    return EXIT_OK
+
+
+def _subject_import(args) -> int:
+    from .subjects import add_subjects, read_subject_file
+
+    entries = read_subject_file(args.file)
+    config = _load(args)
+    _open(config)
+    added = add_subjects(entries)
+    print(f"{args.file}: {len(added)} subjects entered, {len(entries) - len(added)} already entered")
+    _hint_waiting([entry.h2o for entry in entries])
+    return EXIT_OK
+
+
+def _hint_waiting(h2os: list[str]) -> None:
+    from .schemas import ingest
+
+    waiting = len(ingest.SourceFile & {"state": "waiting"} & [{"h2o": h2o} for h2o in h2os])
+    if waiting:
+        print(f"{waiting} file(s) were waiting for these subjects: run `mapd rescan` to ingest them")
+
+
+def _shell(args) -> int:
+    import code
+
+    import datajoint as dj
+
+    from . import schemas
+
+    config = _load(args)
+    _open(config)
+    namespace = {"dj": dj, **schemas.MODULES}
+    if args.code is not None:
+        try:
+            exec(compile(args.code, "<mapd shell -c>", "exec"), namespace)
+        except SystemExit as exit_:
+            return exit_.code if isinstance(exit_.code, int) else EXIT_FAILED
+        except Exception:
+            import traceback
+
+            traceback.print_exc()  # the user's own code: its traceback is what they need
+            return EXIT_FAILED
+        return EXIT_OK
+    banner = "map shell.\n\nschema modules:\n\n" + "\n".join(f"  - {name}" for name in schemas.MODULES)
+    code.interact(banner=banner, local=namespace, exitmsg="")
+    return EXIT_OK
+
+
+def _erd(args) -> int:
+    from .erd import write_diagrams
+
+    config = _load(args)
+    _open(config)
+    for path in write_diagrams(args.out, args.format):
+        print(path)
+    return EXIT_OK

@@ -1,0 +1,204 @@
+"""mapd's configuration: one YAML file, validated once at start and passed down.
+
+The key names follow the original MAP pipeline's ``dj_local_conf.json``
+(``rig_data_paths``, ``ephys_data_paths``, ``session_user``) so MAP users
+recognise them. Relative paths in the file are taken relative to the file's
+own directory, so a config next to its data works from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+CONFIG_ENV = "MAPD_CONFIG"
+PASSWORD_ENV = "MAPD_DB_PASSWORD"
+DEFAULT_LOCATIONS = (Path("mapd.yaml"), Path("/etc/mapd/mapd.yaml"))
+
+
+class ConfigError(Exception):
+    """The configuration cannot be found, read or validated.
+
+    The message names the file and, for validation errors, each key and what is wrong.
+    """
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Strict):
+    backend: Literal["embedded", "postgresql", "mysql"] = "embedded"
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    password_file: Path | None = None
+    # PostgreSQL only: the database that holds the schemas.
+    name: str | None = None
+    schema_prefix: str = Field(default="map_", pattern=r"^[a-z][a-z0-9_]*$")
+    # Never serialised with a value; filled from password_file or MAPD_DB_PASSWORD.
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _server_needs_host_and_user(self) -> "DatabaseConfig":
+        if self.backend != "embedded":
+            missing = [key for key in ("host", "user") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"backend {self.backend} needs {' and '.join(missing)}")
+        return self
+
+
+class RigDataPath(_Strict):
+    rig: str = Field(min_length=1, max_length=24)
+    path: Path
+    order: int = 0
+
+
+class EphysDataPath(_Strict):
+    path: Path
+    order: int = 0
+
+
+class IngestConfig(_Strict):
+    # The original pipeline skipped files under 100 KB as aborted sessions.
+    min_behavior_file_bytes: int = Field(default=100 * 1024, ge=0)
+    # Processes that parse and ingest in parallel (rescan).
+    workers: int = Field(default=2, ge=1, le=64)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # Optional JSON-lines log file (in addition to stderr).
+    file: Path | None = None
+
+
+class MapdConfig(_Strict):
+    state_dir: Path = Path("/var/lib/mapd")
+    database: DatabaseConfig = DatabaseConfig()
+    session_user: str = Field(min_length=1, max_length=24)
+    rig_data_paths: list[RigDataPath] = []
+    ephys_data_paths: list[EphysDataPath] = []
+    ingest: IngestConfig = IngestConfig()
+    logging: LoggingConfig = LoggingConfig()
+    # Where this configuration was read from (not a key of the file).
+    source: Annotated[Path | None, Field(exclude=True)] = None
+
+    @field_validator("rig_data_paths")
+    @classmethod
+    def _rigs_unique(cls, paths: list[RigDataPath]) -> list[RigDataPath]:
+        seen: set[Path] = set()
+        for entry in paths:
+            if entry.path in seen:
+                raise ValueError(f"path {entry.path} is listed twice")
+            seen.add(entry.path)
+        return sorted(paths, key=lambda entry: entry.order)
+
+    @field_validator("ephys_data_paths")
+    @classmethod
+    def _ephys_sorted(cls, paths: list[EphysDataPath]) -> list[EphysDataPath]:
+        return sorted(paths, key=lambda entry: entry.order)
+
+    @property
+    def rigs(self) -> list[str]:
+        return sorted({entry.rig for entry in self.rig_data_paths})
+
+
+def find_config_file(explicit: str | os.PathLike | None = None) -> Path:
+    """The config file: ``--config``, else ``$MAPD_CONFIG``, else ./mapd.yaml, else /etc/mapd/mapd.yaml."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in DEFAULT_LOCATIONS:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(p) for p in DEFAULT_LOCATIONS)
+    raise ConfigError(f"no configuration file: pass --config FILE, set ${CONFIG_ENV}, or create one of {tried}")
+
+
+def load_config(explicit: str | os.PathLike | None = None) -> MapdConfig:
+    """Find, read and validate the configuration; raises ConfigError with a readable message."""
+    path = find_config_file(explicit)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> MapdConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        config = MapdConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(path, error)) from None
+    return _resolve(config, path)
+
+
+def _describe(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif problem["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve(config: MapdConfig, path: Path) -> MapdConfig:
+    """Make paths absolute (relative to the config file) and read the password secret."""
+    base = path.resolve().parent
+
+    def absolute(value: Path) -> Path:
+        value = value.expanduser()
+        return value if value.is_absolute() else base / value
+
+    database = config.database
+    password = _read_password(database, path, absolute)
+    database = database.model_copy(
+        update={
+            "password": password,
+            "password_file": absolute(database.password_file) if database.password_file else None,
+        }
+    )
+    logging = config.logging
+    if logging.file is not None:
+        logging = logging.model_copy(update={"file": absolute(logging.file)})
+    return config.model_copy(
+        update={
+            "state_dir": absolute(config.state_dir),
+            "database": database,
+            "rig_data_paths": [e.model_copy(update={"path": absolute(e.path)}) for e in config.rig_data_paths],
+            "ephys_data_paths": [e.model_copy(update={"path": absolute(e.path)}) for e in config.ephys_data_paths],
+            "logging": logging,
+            "source": path.resolve(),
+        }
+    )
+
+
+def _read_password(database: DatabaseConfig, path: Path, absolute) -> SecretStr | None:
+    # The environment wins over the file so that a service manager can inject it.
+    if os.environ.get(PASSWORD_ENV):
+        return SecretStr(os.environ[PASSWORD_ENV])
+    if database.password_file is None:
+        return None
+    secret_path = absolute(database.password_file)
+    try:
+        return SecretStr(secret_path.read_text().strip())
+    except OSError as error:
+        raise ConfigError(
+            f"{path}: database.password_file: cannot read {secret_path}: {error.strerror or error}"
+        ) from None

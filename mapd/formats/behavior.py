@@ -1,0 +1,404 @@
+"""Bpod ``SessionData`` files -> MAP delay-response trial records (no database).
+
+The extraction rules are those of FORMATS.md section 1 (the original MAP
+pipeline's rules, with its known bugs fixed). Two functions matter:
+
+* :func:`parse_behavior_file` reads one file into a :class:`BehaviorFileRecords`;
+* :func:`merge_session` joins the files of one subject and day (a split
+  session, Bpod restarted) into one :class:`SessionRecords`, trials in time
+  order, and fills NaN event durations.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path, PurePath
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .matfile import MatFileError, load_mat
+
+TASK = "audio delay"
+TASK_PROTOCOL = 1
+
+# The original pipeline's file-name test; h2o is the first token, date and time the last two.
+FILE_NAME_PATTERN = re.compile(r"^[a-zA-Z]{2}.*_.*_[0-9]{8}_[0-9]{6}\.mat$")
+SESSION_DATA_DIR = "Session Data"
+
+REQUIRED_STATES = ("PreSamplePeriod", "SamplePeriod", "DelayPeriod", "ResponseCue", "StopLicking", "TrialEnd")
+REQUIRED_FIELDS = ("TrialStartTimestamp", "TrialTypes", "TrialSettings", "RawData")
+RAW_DATA_FIELDS = ("OriginalStateNamesByNumber", "OriginalStateData", "OriginalStateTimestamps")
+
+# Licks are taken by event name, not code: Bpod's event codes depend on its
+# version. In the real MAP file (Bpod 0.7-0.9) code 70 is Port1Out, so the
+# original pipeline's "70 = right lick" counted left-port exits as right licks.
+LICK_EVENTS = (("Port1In", "left lick"), ("Port2In", "right lick"))
+
+# Trial events: (type, state entered, GUI field holding the duration).
+# presample's duration is measured instead: SamplePeriod entry - PreSamplePeriod entry.
+GUI_TIMED_EVENTS = (("sample", "SamplePeriod", "SamplePeriod"), ("delay", "DelayPeriod", "DelayPeriod"),
+                    ("go", "ResponseCue", "AnswerPeriod"))
+
+
+class BehaviorFormatError(Exception):
+    """A behavior file that cannot be ingested; the message names the file and the problem."""
+
+    def __init__(self, path: str | PurePath, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class BehaviorFileName:
+    """What a behavior file's name says: ``{h2o}_{protocol}_{YYYYMMDD}_{HHMMSS}.mat``."""
+
+    h2o: str
+    protocol: str
+    start: datetime
+
+    @property
+    def session_date(self) -> date:
+        return self.start.date()
+
+    @classmethod
+    def parse(cls, name: str) -> "BehaviorFileName":
+        if not FILE_NAME_PATTERN.match(name):
+            raise BehaviorFormatError(name, "file name does not match {h2o}_{protocol}_{YYYYMMDD}_{HHMMSS}.mat")
+        tokens = name[: -len(".mat")].split("_")
+        try:
+            start = datetime.strptime(tokens[-2] + tokens[-1], "%Y%m%d%H%M%S")
+        except ValueError:
+            raise BehaviorFormatError(name, f"file name has no valid date and time ({tokens[-2]}_{tokens[-1]})") from None
+        return cls(h2o=tokens[0], protocol="_".join(tokens[1:-2]), start=start)
+
+
+def is_behavior_path(subpath: PurePath) -> bool:
+    """True for ``{h2o}/{anything}/Session Data/{name}.mat`` below a rig data path."""
+    parts = subpath.parts
+    return len(parts) >= 4 and parts[-2] == SESSION_DATA_DIR and subpath.suffix == ".mat"
+
+
+@dataclass(frozen=True)
+class TrialEventRecord:
+    event_type: str  # presample | sample | delay | go
+    time: float  # (s) from trial start
+    duration: float  # (s); NaN until merge_session fills it
+    corrected: bool = False  # duration was NaN in the file and was filled
+
+
+@dataclass(frozen=True)
+class ActionEventRecord:
+    action_event_type: str  # left lick | right lick
+    time: float  # (s) from trial start
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    index_in_file: int  # 1-based position in its file
+    start: float  # (s) from the start of its file's first trial
+    stop: float  # (s) from the start of its file's first trial
+    instruction: str
+    early_lick: str
+    outcome: str
+    notes: dict[str, str]
+    events: tuple[TrialEventRecord, ...]
+    actions: tuple[ActionEventRecord, ...]
+
+
+@dataclass(frozen=True)
+class BehaviorFileRecords:
+    """One parsed behavior file."""
+
+    path: Path
+    name: BehaviorFileName
+    session_date: date
+    session_time: time
+    trials: tuple[TrialRecord, ...]
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> trials skipped
+
+    @property
+    def trial_count(self) -> int:
+        return len(self.trials) + sum(self.skipped.values())
+
+
+@dataclass(frozen=True)
+class SessionTrialRecord:
+    trial: int  # 1-based in the session
+    start_time: float  # (s) from the session's beginning
+    stop_time: float
+    source: TrialRecord
+    events: tuple[TrialEventRecord, ...]  # durations filled
+
+
+@dataclass(frozen=True)
+class SessionRecords:
+    """Everything one session (one subject, one day) contributes to the database."""
+
+    h2o: str
+    session_date: date
+    session_time: time
+    files: tuple[BehaviorFileRecords, ...]  # in time order
+    trials: tuple[SessionTrialRecord, ...]
+    file_trial_offsets: tuple[int, ...]  # trials before each file's first trial
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for records in self.files:
+            total.update(records.skipped)
+        return dict(total)
+
+
+def parse_behavior_file(path: str | Path) -> BehaviorFileRecords:
+    """Read one Bpod file; raises BehaviorFormatError naming the file and the problem."""
+    path = Path(path)
+    name = BehaviorFileName.parse(path.name)
+    try:
+        session_data = load_mat(path, ["SessionData"])["SessionData"]
+    except MatFileError as error:
+        raise BehaviorFormatError(path, error.problem) from None
+    if not isinstance(session_data, dict):
+        raise BehaviorFormatError(path, "SessionData is not a struct")
+    missing = [key for key in REQUIRED_FIELDS if key not in session_data]
+    raw_data = session_data.get("RawData")
+    if isinstance(raw_data, dict):
+        missing += [f"RawData.{key}" for key in RAW_DATA_FIELDS if key not in raw_data]
+    if missing:
+        raise BehaviorFormatError(path, f"SessionData lacks {', '.join(missing)}")
+    try:
+        return _parse_session_data(path, name, session_data)
+    except (TypeError, ValueError, KeyError, IndexError) as error:
+        # A field of the wrong shape or type deep inside the struct.
+        raise BehaviorFormatError(path, f"malformed SessionData: {type(error).__name__}: {error}") from None
+
+
+def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any]) -> BehaviorFileRecords:
+    starts = np.atleast_1d(np.asarray(data["TrialStartTimestamp"], dtype=float))
+    n = starts.size
+    raw = data["RawData"]
+    per_trial = {
+        "trial_type": _per_trial(data["TrialTypes"], n),
+        "settings": _per_trial(data["TrialSettings"], n),
+        "state_names": _per_trial(raw["OriginalStateNamesByNumber"], n),
+        "state_data": _per_trial(raw["OriginalStateData"], n),
+        "state_times": _per_trial(raw["OriginalStateTimestamps"], n),
+        "events": _per_trial(_raw_event_trials(data), n),
+    }
+    # nTrials and the per-trial arrays can disagree (a session cut short):
+    # only trials present in every array are parsed, the rest are counted.
+    usable = min(n, *(len(values) for values in per_trial.values()))
+    skipped: Counter[str] = Counter()
+    declared = _scalar(data.get("nTrials", n))
+    if declared is not None and int(declared) > usable:
+        skipped["trial data incomplete"] += int(declared) - usable
+    elif n > usable:
+        skipped["trial data incomplete"] += n - usable
+
+    first_start = float(starts[0]) if n else 0.0
+    trials: list[TrialRecord] = []
+    for i in range(usable):
+        outcome = _parse_trial(
+            index=i + 1,
+            start=float(starts[i]) - first_start,
+            trial_type=per_trial["trial_type"][i],
+            settings=per_trial["settings"][i],
+            state_names=per_trial["state_names"][i],
+            state_data=per_trial["state_data"][i],
+            state_times=per_trial["state_times"][i],
+            events=per_trial["events"][i],
+        )
+        if isinstance(outcome, str):
+            skipped[outcome] += 1
+        else:
+            trials.append(outcome)
+    return BehaviorFileRecords(
+        path=path,
+        name=name,
+        session_date=name.session_date,
+        session_time=_session_time(data.get("Info"), name),
+        trials=tuple(trials),
+        skipped=dict(skipped),
+    )
+
+
+def _parse_trial(*, index, start, trial_type, settings, state_names, state_data, state_times, events) -> TrialRecord | str:
+    """One trial's records, or the reason it is skipped."""
+    names = [str(state) for state in np.atleast_1d(state_names)]
+    missing = [state for state in REQUIRED_STATES if state not in names]
+    if missing:
+        return f"missing states {', '.join(missing)}"
+    gui = settings.get("GUI") if isinstance(settings, dict) else None
+    if not isinstance(gui, dict) or "ProtocolType" not in gui:
+        return "no GUI.ProtocolType"
+    protocol_type = _number(gui["ProtocolType"])
+    if protocol_type is None or protocol_type < 3:
+        return "GUI.ProtocolType < 3"
+
+    # Entry times of each visited state, by name (Bpod numbers states from 1).
+    entries: dict[str, list[float]] = {}
+    visited = np.atleast_1d(state_data).astype(int).tolist()
+    times = np.atleast_1d(state_times).astype(float).tolist()
+    for state_number, entered in zip(visited, times):
+        entries.setdefault(names[state_number - 1], []).append(entered)
+    for state in ("PreSamplePeriod", "StopLicking"):
+        if state not in entries:
+            return f"state {state} not visited"
+
+    reversal = _number(gui.get("Reversal"))
+    trial_type = _number(trial_type)
+    instruction = {(1, 1): "left", (1, 0): "right", (2, 1): "right", (2, 0): "left"}.get((reversal, trial_type), "none")
+
+    early = (protocol_type >= 5 and "EarlyLickDelay" in entries) or (protocol_type > 5 and "EarlyLickSample" in entries)
+    outcome = "hit" if "Reward" in entries else "miss" if "TimeOut" in entries else "ignore"
+
+    notes = {"protocol #": _note(gui["ProtocolType"]), "autolearn": _note(gui.get("Autolearn"))}
+    if gui.get("randomID") is not None:
+        notes["bitcode"] = str(gui["randomID"])
+    notes = {key: value for key, value in notes.items() if value != ""}
+
+    presample = entries["PreSamplePeriod"][0]
+    sample_entries = entries.get("SamplePeriod", [])
+    trial_events = [
+        TrialEventRecord("presample", presample, sample_entries[0] - presample if sample_entries else math.nan)
+    ]
+    for event_type, state, gui_field in GUI_TIMED_EVENTS:
+        duration = _number(gui.get(gui_field))
+        trial_events += [
+            TrialEventRecord(event_type, entered, math.nan if duration is None else float(duration))
+            for entered in entries.get(state, [])
+        ]
+    trial_events.sort(key=lambda event: event.time)
+
+    actions = sorted(
+        (
+            ActionEventRecord(action, float(when))
+            for event_name, action in LICK_EVENTS
+            for when in np.atleast_1d(events.get(event_name, [])).astype(float).tolist()
+            if not math.isnan(when)
+        ),
+        key=lambda action: action.time,
+    ) if isinstance(events, dict) else []
+
+    return TrialRecord(
+        index_in_file=index,
+        start=start,
+        # As the original pipeline: a trial ends, for MAP, when StopLicking begins.
+        stop=start + entries["StopLicking"][0],
+        instruction=instruction,
+        early_lick="early" if early else "no early",
+        outcome=outcome,
+        notes=notes,
+        events=tuple(trial_events),
+        actions=tuple(actions),
+    )
+
+
+def merge_session(files: Iterable[BehaviorFileRecords]) -> SessionRecords:
+    """Join the files of one subject and day into one session, trials in time order.
+
+    Each file's trial times are offset by the file's start (from its name)
+    relative to the first file. A NaN duration takes the last good duration
+    of its event type in the session (else 0.0) and is marked corrected.
+    """
+    ordered = sorted(files, key=lambda records: records.name.start)
+    if not ordered:
+        raise ValueError("merge_session needs at least one file")
+    keys = {(records.name.h2o, records.session_date) for records in ordered}
+    if len(keys) != 1:
+        raise ValueError(f"files of different sessions cannot be merged: {sorted(keys)}")
+    first = ordered[0]
+    last_good: dict[str, float] = {}
+    trials: list[SessionTrialRecord] = []
+    offsets: list[int] = []
+    for records in ordered:
+        offsets.append(len(trials))
+        file_offset = (records.name.start - first.name.start).total_seconds()
+        for trial in records.trials:
+            events = []
+            for event in trial.events:
+                if math.isnan(event.duration):
+                    event = TrialEventRecord(event.event_type, event.time, last_good.get(event.event_type, 0.0), True)
+                else:
+                    last_good[event.event_type] = event.duration
+                events.append(event)
+            trials.append(
+                SessionTrialRecord(
+                    trial=len(trials) + 1,
+                    start_time=file_offset + trial.start,
+                    stop_time=file_offset + trial.stop,
+                    source=trial,
+                    events=tuple(events),
+                )
+            )
+    return SessionRecords(
+        h2o=first.name.h2o,
+        session_date=first.session_date,
+        session_time=first.session_time,
+        files=tuple(ordered),
+        trials=tuple(trials),
+        file_trial_offsets=tuple(offsets),
+    )
+
+
+def _raw_event_trials(data: dict[str, Any]) -> Any:
+    raw_events = data.get("RawEvents")
+    trials = raw_events.get("Trial") if isinstance(raw_events, dict) else None
+    if trials is None:
+        return [None] * np.atleast_1d(np.asarray(data["TrialStartTimestamp"])).size
+    # Each trial's Events struct; the States struct duplicates RawData.
+    if isinstance(trials, dict):
+        return trials.get("Events") or {}
+    return [trial.get("Events") or {} if isinstance(trial, dict) else {} for trial in trials]
+
+
+def _per_trial(value: Any, n: int) -> Sequence[Any]:
+    """A per-trial field as a sequence of n items.
+
+    With one trial, MATLAB's 1x1 cell/struct array is squeezed away on load and
+    the value is the single trial's item itself.
+    """
+    if n == 1:
+        return [value]
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return np.atleast_1d(value)
+    return list(value)
+
+
+def _session_time(info: Any, name: BehaviorFileName) -> time:
+    # The original pipeline took the time from Info.SessionStartTime_UTC; keep
+    # that for continuity, falling back to the file name's time.
+    if isinstance(info, dict) and info.get("SessionStartTime_UTC"):
+        try:
+            return datetime.strptime(str(info["SessionStartTime_UTC"]).strip(), "%H:%M:%S").time()
+        except ValueError:
+            pass
+    return name.start.time()
+
+
+def _scalar(value: Any) -> Any:
+    array = np.asarray(value)
+    return array.item() if array.size == 1 else None
+
+
+def _number(value: Any) -> float | None:
+    """A MATLAB numeric scalar as a Python number (None when empty or not numeric)."""
+    if value is None:
+        return None
+    try:
+        number = float(np.asarray(value, dtype=float).reshape(-1)[0])
+    except (ValueError, TypeError, IndexError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _note(value: Any) -> str:
+    number = _number(value)
+    if number is None:
+        return ""
+    return str(int(number)) if number.is_integer() else repr(number)

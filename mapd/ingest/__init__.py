@@ -1,0 +1,1 @@
+"""Records -> DataJoint: each ingest is one transaction (all rows or none)."""

@@ -1,0 +1,227 @@
+"""Behavior session records -> the MAP experiment tables, in one transaction.
+
+Exactly once, even with several hosts on one database: the session's
+``(subject_id, session_date)`` and each file name are unique in the database,
+so of two hosts ingesting the same file concurrently one commits and the
+other's transaction fails as a duplicate, rolls back, and finds it ingested.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import datajoint as dj
+
+from ..formats.behavior import TASK, TASK_PROTOCOL, BehaviorFileName, SessionRecords
+from ..schemas import experiment, ingest
+
+UID_ALLOCATION_ATTEMPTS = 100
+
+
+class SessionConflict(Exception):
+    """The day's session exists and the new files cannot be added to it."""
+
+
+@dataclass(frozen=True)
+class FileOnDisk:
+    """A data file as found on disk (the stat taken when it was examined)."""
+
+    path: Path
+    data_root: Path
+    rig: str | None
+    size: int
+    mtime: float
+
+    @property
+    def subpath(self) -> str:
+        return self.path.relative_to(self.data_root).as_posix()
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    subject_id: int
+    session: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"subject_id": self.subject_id, "session": self.session}
+
+
+@dataclass(frozen=True)
+class IngestedSession:
+    key: SessionKey
+    trials: int  # trials inserted by this ingest
+    rows: int  # rows inserted, all tables
+    appended: bool  # files added to a session that already existed
+    seconds: float
+
+
+def ingested_file_names(names: list[str]) -> set[str]:
+    """Which of these behavior file names are already in the database."""
+    if not names:
+        return set()
+    found = ingest.BehaviorIngest.BehaviorFile & [{"behavior_file": name} for name in names]
+    return set(found.to_arrays("behavior_file").tolist())
+
+
+def insert_session(
+    records: SessionRecords,
+    *,
+    subject_id: int,
+    rig: str,
+    username: str,
+    files: dict[str, FileOnDisk],
+) -> IngestedSession:
+    """Insert one session's records (or add split-session files to it) in one transaction.
+
+    ``files`` maps each file name in ``records`` to its stat. Raises
+    ``dj.errors.DuplicateError`` when another process ingested a file first,
+    and SessionConflict when an existing session cannot take the new files.
+    """
+    started = time.perf_counter()
+    first_uid = _allocate_trial_uids(len(records.trials))
+    connection = experiment.Session.connection
+    with connection.transaction:
+        existing = (experiment.Session & {"subject_id": subject_id, "session_date": records.session_date}).to_dicts()
+        if existing:
+            key, trial_offset, time_offset = _append_point(existing[0], records)
+        else:
+            key = SessionKey(subject_id, _next_session_number(subject_id))
+            experiment.Session.insert1(
+                dict(
+                    key.as_dict(),
+                    session_date=records.session_date,
+                    session_time=records.session_time,
+                    username=username,
+                    rig=rig,
+                )
+            )
+            ingest.BehaviorIngest.insert1(key.as_dict(), allow_direct_insert=True)
+            trial_offset, time_offset = 0, 0.0
+        rows = _session_rows(records, key, first_uid, trial_offset, time_offset)
+        rows[ingest.BehaviorIngest.BehaviorFile] = [
+            dict(
+                key.as_dict(),
+                behavior_file=name,
+                rig=rig,
+                file_subpath=files[name].subpath,
+                file_size=files[name].size,
+                file_mtime=files[name].mtime,
+                trial_offset=trial_offset + offset,
+            )
+            for name, offset in zip((r.path.name for r in records.files), records.file_trial_offsets)
+        ]
+        for table, table_rows in rows.items():
+            if table_rows:
+                table.insert(table_rows, allow_direct_insert=True)
+    return IngestedSession(
+        key=key,
+        trials=len(records.trials),
+        rows=sum(len(table_rows) for table_rows in rows.values()) + (0 if existing else 2),
+        appended=bool(existing),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _append_point(session: dict, records: SessionRecords) -> tuple[SessionKey, int, float]:
+    """Where the new files' trials go in an existing session (a split session's later part)."""
+    key = SessionKey(session["subject_id"], session["session"])
+    ingested = (ingest.BehaviorIngest.BehaviorFile & key.as_dict()).to_arrays("behavior_file").tolist()
+    if not ingested:
+        raise SessionConflict(
+            f"subject {key.subject_id} already has session {key.session} on {records.session_date} "
+            "that mapd did not ingest (entered by hand?); not adding files to it"
+        )
+    starts = sorted(BehaviorFileName.parse(name).start for name in ingested)
+    new_first = records.files[0].name.start
+    if new_first <= starts[-1]:
+        raise SessionConflict(
+            f"session {key.session} of subject {key.subject_id} on {records.session_date} already has "
+            f"{', '.join(sorted(ingested))}; {records.files[0].path.name} starts before the last of them, "
+            "so its trials cannot be appended: delete the session and rescan to re-ingest the day"
+        )
+    trial_count = len(experiment.SessionTrial & key.as_dict())
+    return key, trial_count, (new_first - starts[0]).total_seconds()
+
+
+def _session_rows(records: SessionRecords, key: SessionKey, first_uid: int, trial_offset: int, time_offset: float):
+    session_key = key.as_dict()
+    rows: dict[type, list[dict]] = {
+        experiment.SessionTrial: [],
+        experiment.BehaviorTrial: [],
+        experiment.TrialNote: [],
+        experiment.TrialEvent: [],
+        experiment.ActionEvent: [],
+        ingest.BehaviorIngest.CorrectedTrialEvents: [],
+    }
+    for position, trial in enumerate(records.trials):
+        trial_key = dict(session_key, trial=trial_offset + trial.trial)
+        source = trial.source
+        rows[experiment.SessionTrial].append(
+            dict(
+                trial_key,
+                trial_uid=first_uid + position,
+                start_time=time_offset + trial.start_time,
+                stop_time=time_offset + trial.stop_time,
+            )
+        )
+        rows[experiment.BehaviorTrial].append(
+            dict(
+                trial_key,
+                task=TASK,
+                task_protocol=TASK_PROTOCOL,
+                trial_instruction=source.instruction,
+                early_lick=source.early_lick,
+                outcome=source.outcome,
+            )
+        )
+        rows[experiment.TrialNote] += [
+            dict(trial_key, trial_note_type=note_type, trial_note=note) for note_type, note in source.notes.items()
+        ]
+        for event_id, event in enumerate(trial.events, start=1):
+            rows[experiment.TrialEvent].append(
+                dict(
+                    trial_key,
+                    trial_event_id=event_id,
+                    trial_event_type=event.event_type,
+                    trial_event_time=event.time,
+                    duration=event.duration,
+                )
+            )
+            if event.corrected:
+                rows[ingest.BehaviorIngest.CorrectedTrialEvents].append(dict(trial_key, trial_event_id=event_id))
+        rows[experiment.ActionEvent] += [
+            dict(trial_key, action_event_id=action_id, action_event_type=action.action_event_type,
+                 action_event_time=action.time)
+            for action_id, action in enumerate(source.actions, start=1)
+        ]
+    return rows
+
+
+def _next_session_number(subject_id: int) -> int:
+    # Inside the transaction; a concurrent insert of the same number fails as a
+    # duplicate and the caller retries.
+    top = dj.U().aggr(experiment.Session & {"subject_id": subject_id}, n="max(session)").fetch1("n")
+    return int(top or 0) + 1
+
+
+def _allocate_trial_uids(count: int) -> int:
+    """Reserve ``count`` consecutive trial_uid values; returns the first.
+
+    Blocks are chained (each starts where the highest ends), so two processes
+    that read the same end both try the same first_uid and one of them fails
+    as a duplicate and tries again. Runs in its own short transaction so that
+    concurrent session ingests never wait on one another for uids.
+    """
+    table = ingest.TrialUidBlock
+    for _ in range(UID_ALLOCATION_ATTEMPTS):
+        top = dj.U().aggr(table, end="max(first_uid + uid_count)").fetch1("end")
+        first = int(top or 0) + 1
+        try:
+            table.insert1({"first_uid": first, "uid_count": max(count, 1)})
+        except dj.errors.DuplicateError:
+            continue
+        return first
+    raise RuntimeError(f"could not allocate {count} trial uids after {UID_ALLOCATION_ATTEMPTS} attempts")

@@ -1,0 +1,46 @@
+"""Opening mapd's database for a command: start or reach the server, bind the schemas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import database, schemas
+from .config import MapdConfig
+from .database import ConnectionParams
+
+
+@dataclass
+class Database:
+    """An open database: how to reach it (for worker processes) and this process's connection."""
+
+    params: ConnectionParams
+    instance: object  # dj.Instance
+
+    @property
+    def connection(self):
+        return self.instance.connection
+
+
+# DataJoint binds table classes to one connection per process, so a process
+# opens each database once and reuses it.
+_opened: dict[ConnectionParams, Database] = {}
+
+
+def open_database(config: MapdConfig) -> Database:
+    """Start (embedded) or reach the database, bind the MAP schemas and enter the configured rigs and user."""
+    params = database.start(config)
+    db = _opened.get(params)
+    if db is None:
+        instance = database.connect(params)
+        schemas.activate(instance.connection, params.schema_prefix)
+        db = _opened[params] = Database(params=params, instance=instance)
+    _ensure_reference_rows(config)
+    return db
+
+
+def _ensure_reference_rows(config: MapdConfig) -> None:
+    # Sessions reference lab.Person and lab.Rig: the configured ones must exist.
+    from .schemas import lab
+
+    lab.Person.insert1({"username": config.session_user}, skip_duplicates=True)
+    lab.Rig.insert([{"rig": rig} for rig in config.rigs], skip_duplicates=True)
