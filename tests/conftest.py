@@ -107,3 +107,16 @@ def run_mapd(*args: str, config: Path | None = None, timeout: float = 300, env: 
         command += ["--config", str(config)]
     return subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=str(REPO))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_datajoint():
+    """Route DataJoint's log through mapd's logging (errors only), as the mapd command does."""
+    import logging
+
+    from mapd import logs
+
+    logs.configure()
+    yield
+    # The embedded server's exit handler logs after pytest has closed its capture.
+    logging.getLogger().handlers[:] = []

@@ -1,0 +1,116 @@
+"""The ``mapd`` command as a user runs it: real processes, the embedded database, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import REPO, TEST_DATA, place_real_session, run_mapd
+
+COMMANDS = [[], ["config", "check"], ["rescan"], ["status"], ["subject", "add"], ["subject", "import"], ["shell"],
+            ["erd"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "mapd")
+def test_every_command_has_help(command):
+    result = run_mapd(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: mapd" in result.stdout
+
+
+def test_invalid_config_is_a_clear_error_without_traceback(tmp_path):
+    config = tmp_path / "mapd.yaml"
+    config.write_text("session_user: a\nrig_data_paths: [{rig: R, path: /x, colour: red}]\n")
+    result = run_mapd("status", config=config)
+    assert result.returncode == 2
+    assert str(config) in result.stderr and "rig_data_paths.0.colour: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_quick_start_on_the_bundled_data(tmp_path, db):
+    # The README's quick start, with its state in a temporary copy.
+    config = tmp_path / "config" / "quickstart.yaml"
+    config.parent.mkdir()
+    shutil.copyfile(REPO / "config" / "quickstart.yaml", config)
+    shutil.copytree(TEST_DATA, tmp_path / "test_data")
+    state = db.params.host.rsplit("/pgdata", 1)[0]
+    config.write_text(config.read_text().replace("state_dir: ../.mapd-state", f"state_dir: {state}"))
+
+    imported = run_mapd("subject", "import", str(tmp_path / "test_data" / "subjects.csv"), config=config)
+    assert imported.returncode == 0, imported.stderr
+    assert "1 subjects entered" in imported.stdout
+
+    rescan = run_mapd("rescan", config=config)
+    assert rescan.returncode == 0, rescan.stderr
+    assert "  ingested                  1  (1 sessions, 11 trials" in rescan.stdout
+
+    again = run_mapd("rescan", config=config)
+    assert "  already ingested          1" in again.stdout and again.returncode == 0
+
+    status = run_mapd("status", "--json", config=config)
+    report = json.loads(status.stdout)
+    assert report["sessions"] == 1 and report["files"]["ingested"] == 1
+
+    shell = run_mapd("shell", "-c", "print(len(experiment.SessionTrial()), len(experiment.ActionEvent()))",
+                     config=config)
+    assert shell.stdout.split() == ["11", "63"], shell.stderr
+
+    erd = run_mapd("erd", "--out", str(tmp_path / "erd"), config=config)
+    assert erd.returncode == 0, erd.stderr
+    diagrams = sorted(p.name for p in (tmp_path / "erd").iterdir())
+    assert diagrams == ["ccf.mmd", "ephys.mmd", "experiment.mmd", "ingest.mmd", "lab.mmd", "publication.mmd"]
+    assert "SessionTrial" in (tmp_path / "erd" / "experiment.mmd").read_text()
+
+
+def test_rescan_exit_status_and_summary_with_a_bad_file(tmp_path, db, write_config, rig_root):
+    place_real_session(rig_root)
+    bad = rig_root / "dl25" / "tw2" / "Session Data" / "dl25_tw2_20180226_101010.mat"
+    bad.write_text("this is not a MAT file\n")
+    config = write_config({"RRig": rig_root})
+    assert run_mapd("subject", "add", "--subject-id", "407513", "--h2o", "dl25", config=config).returncode == 0
+
+    result = run_mapd("rescan", config=config)
+    assert result.returncode == 1
+    assert "  ingested                  1" in result.stdout
+    assert "  failed                    1" in result.stdout
+    assert f"failed: {bad}:" in result.stdout
+    assert bad.read_text() == "this is not a MAT file\n"  # never modified
+
+    status = run_mapd("status", config=config)
+    assert f"{bad}:" in status.stdout and "failed 1" in status.stdout
+
+
+def test_user_errors_exit_2(tmp_path, db, write_config, rig_root):
+    config = write_config({"RRig": rig_root})
+    assert run_mapd("subject", "add", "--subject-id", "1", "--h2o", "dl25", config=config).returncode == 0
+    conflict = run_mapd("subject", "add", "--subject-id", "2", "--h2o", "dl25", config=config)
+    assert conflict.returncode == 2 and "h2o dl25 already belongs to subject 1" in conflict.stderr
+    unknown_rig = run_mapd("rescan", "--rig", "NoSuchRig", config=config)
+    assert unknown_rig.returncode == 2 and "no rig named NoSuchRig" in unknown_rig.stderr
+    outside = run_mapd("rescan", str(tmp_path), config=config)
+    assert outside.returncode == 2 and "not below any rig_data_paths entry" in outside.stderr
+    bad_date = run_mapd("rescan", "--since", "25-02-2018", config=config)
+    assert bad_date.returncode == 2 and "is not a date like 2018-02-25" in bad_date.stderr
+    bad_csv = tmp_path / "subjects.csv"
+    bad_csv.write_text("subject_id,h2o,sex\n12,dl7,X\n")
+    imported = run_mapd("subject", "import", str(bad_csv), config=config)
+    assert imported.returncode == 2 and f"{bad_csv}: row 2: sex" in imported.stderr
+    for result in (conflict, unknown_rig, outside, imported):
+        assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_exit_3_and_no_password_shown(tmp_path, monkeypatch):
+    secret = tmp_path / "password"
+    secret.write_text("very-secret-pw-123\n")
+    config = tmp_path / "mapd.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path}/state\nsession_user: a\n"
+        f"database: {{backend: postgresql, host: 127.0.0.1, port: 9, user: mapd, password_file: {secret}}}\n"
+    )
+    result = run_mapd("config", "check", config=config)
+    assert result.returncode == 3
+    assert "cannot connect to postgresql database mapd@127.0.0.1:9" in result.stderr
+    assert "very-secret-pw-123" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
