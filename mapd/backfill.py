@@ -22,7 +22,7 @@ from . import registry
 from .config import MapdConfig
 from .discovery import ScanScope, behavior_files, group_by_session
 from .formats.behavior import merge_session
-from .ingest.behavior import FileOnDisk, SessionConflict, ingested_file_names, insert_session
+from .ingest.behavior import AlreadyIngested, FileOnDisk, SessionConflict, ingested_file_names, insert_session
 from .logs import get_logger
 from .registry import FileOutcome, FileState
 from .schemas import lab
@@ -153,7 +153,7 @@ def _insert_files(config, unit: SessionUnit, good: list, files: dict[str, FileOn
     try:
         result = insert_session(records, subject_id=unit.subject_id, rig=rig, username=config.session_user,
                                 files=files)
-    except dj.errors.DuplicateError:
+    except (AlreadyIngested, dj.errors.DuplicateError):
         # Another mapd process committed some of these files (or this day) first.
         already = ingested_file_names(list(files))
         outcomes = [(FileOutcome(files[name], FileState.INGESTED, "ingested by another process"), "already ingested")

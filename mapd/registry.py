@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 
+import datajoint as dj
+
 from .ingest.behavior import FileOnDisk
 from .schemas import ingest
 
 HOST = socket.gethostname()
 REASON_LENGTH = 2000
+RECORD_ATTEMPTS = 5
 
 
 class FileState(str, Enum):
@@ -52,6 +55,17 @@ def record(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[st
     """Write each file's outcome (insert or update its SourceFile row)."""
     if not outcomes:
         return
+    for attempt in range(RECORD_ATTEMPTS):
+        try:
+            return _replace_rows(kind, outcomes, h2o_dates or {})
+        except dj.errors.DuplicateError:
+            # Another process inserted one of these files' rows between our
+            # delete and insert; on the next attempt the delete removes it.
+            if attempt == RECORD_ATTEMPTS - 1:
+                raise
+
+
+def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[str, date | None]]) -> None:
     now = datetime.now().replace(microsecond=0)
     ids = [file_id(kind, outcome.file) for outcome in outcomes]
     table = ingest.SourceFile
@@ -60,7 +74,7 @@ def record(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[st
         previous = {row["file_id"]: row for row in existing.proj("attempts", "found_time").to_dicts()}
         rows = []
         for fid, outcome in zip(ids, outcomes):
-            h2o, session_date = (h2o_dates or {}).get(fid, ("", None))
+            h2o, session_date = h2o_dates.get(fid, ("", None))
             before = previous.get(fid, {})
             rows.append(
                 dict(

@@ -79,9 +79,9 @@ def test_events_of_a_trial_with_repeated_sample_periods(records):
     assert events == [("presample", 0.5)] + [("sample", t) for t in samples] + [("delay", 3.5292), ("go", 4.7292)]
 
 
-def test_go_cue_repeats_are_kept(records):
-    # Trial 7 enters ResponseCue four times (NoResponse loops back to it).
-    assert [round(e.time, 2) for e in records.trials[6].events if e.event_type == "go"] == [3.33, 5.88, 8.43, 10.98]
+def test_go_is_the_first_response_cue(records):
+    # Trial 7 enters ResponseCue four times (NoResponse loops back to it): one go event.
+    assert [round(e.time, 2) for e in records.trials[6].events if e.event_type == "go"] == [3.33]
 
 
 def test_licks_by_port_name(records):

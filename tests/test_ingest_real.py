@@ -77,7 +77,7 @@ def test_real_session_is_ingested_with_every_row(config, rig_root):
     assert [(a["action_event_type"], float(a["action_event_time"])) for a in licks][:2] == [
         ("right lick", 3.524), ("left lick", 3.7198)]
     assert counts() == {"Session": 1, "SessionTrial": 11, "BehaviorTrial": 11, "TrialNote": 33,
-                        "TrialEvent": 4 * 11 + 6 + 3 + 6, "ActionEvent": 63, "BehaviorFile": 1,
+                        "TrialEvent": 4 * 11 + 6 + 6, "ActionEvent": 63, "BehaviorFile": 1,
                         "CorrectedTrialEvents": 0}
     assert (ingest.SourceFile & {"state": "ingested"}).to_dicts()[0]["h2o"] == "dl25"
 

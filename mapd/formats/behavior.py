@@ -39,10 +39,13 @@ RAW_DATA_FIELDS = ("OriginalStateNamesByNumber", "OriginalStateData", "OriginalS
 # original pipeline's "70 = right lick" counted left-port exits as right licks.
 LICK_EVENTS = (("Port1In", "left lick"), ("Port2In", "right lick"))
 
-# Trial events: (type, state entered, GUI field holding the duration).
+# Trial events: (type, state entered, GUI field holding the duration, every entry or the first).
 # presample's duration is measured instead: SamplePeriod entry - PreSamplePeriod entry.
-GUI_TIMED_EVENTS = (("sample", "SamplePeriod", "SamplePeriod"), ("delay", "DelayPeriod", "DelayPeriod"),
-                    ("go", "ResponseCue", "AnswerPeriod"))
+GUI_TIMED_EVENTS = (
+    ("sample", "SamplePeriod", "SamplePeriod", True),  # re-entered after each early lick
+    ("delay", "DelayPeriod", "DelayPeriod", True),
+    ("go", "ResponseCue", "AnswerPeriod", False),  # the go cue of the trial, not its repeats
+)
 
 
 class BehaviorFormatError(Exception):
@@ -267,11 +270,12 @@ def _parse_trial(*, index, start, trial_type, settings, state_names, state_data,
     trial_events = [
         TrialEventRecord("presample", presample, sample_entries[0] - presample if sample_entries else math.nan)
     ]
-    for event_type, state, gui_field in GUI_TIMED_EVENTS:
+    for event_type, state, gui_field, every_entry in GUI_TIMED_EVENTS:
         duration = _number(gui.get(gui_field))
+        entered = entries.get(state, [])
         trial_events += [
-            TrialEventRecord(event_type, entered, math.nan if duration is None else float(duration))
-            for entered in entries.get(state, [])
+            TrialEventRecord(event_type, time, math.nan if duration is None else float(duration))
+            for time in (entered if every_entry else entered[:1])
         ]
     trial_events.sort(key=lambda event: event.time)
 

@@ -16,6 +16,9 @@ scipy's ``squeeze_me=True`` view of the data with MATLAB's own classes
   even where MATLAB stored integer-valued doubles as small integers.
 * sparse -> ``scipy.sparse.csc_matrix`` (not squeezed).
 
+v7.3 files list their top-level variables in name order (HDF5 keeps no
+other order); fields keep MATLAB's order in both formats.
+
 Consequences of the squeeze rules: in a one-trial file every per-trial field
 collapses (``RawEvents['Trial']`` is a dict, not a list of one dict;
 ``TrialTypes`` is a float); an event seen once is a float, not an array.
@@ -24,8 +27,9 @@ collapses (``RawEvents['Trial']`` is a dict, not a list of one dict;
 from __future__ import annotations
 
 import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,13 +51,20 @@ class MatFileError(Exception):
         super().__init__(f"{self.path}: {problem}")
 
 
-def load_mat(path: str | os.PathLike[str], variables: Sequence[str] | None = None) -> dict[str, Any]:
+def load_mat(
+    path: str | os.PathLike[str],
+    variables: Sequence[str] | None = None,
+    *,
+    required_fields: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
     """Read a MATLAB mat-file (v5, v7 or v7.3) as ``{variable name: value}``.
 
     ``variables`` limits the result to those variables; each must exist.
+    ``required_fields`` maps a variable to field names its struct must have,
+    e.g. ``{"SessionData": ["RawData", "TrialSettings"]}``.
     The file is only opened for reading. Raises :class:`MatFileError` on any
     problem (missing, empty, truncated or corrupt file, not a mat-file,
-    a requested variable missing).
+    a requested variable or field missing).
     """
     if isinstance(variables, str):  # a lone name is a common slip: not a list of letters
         variables = [variables]
@@ -62,9 +73,7 @@ def load_mat(path: str | os.PathLike[str], variables: Sequence[str] | None = Non
     version = _detect_version(file)
     try:
         data = _load_v73(file, wanted) if version == "7.3" else _load_v5(file, wanted)
-    except MatFileError:
-        raise
-    except MemoryError:
+    except (MatFileError, MemoryError):
         raise
     except Exception as exc:  # scipy/h5py raise many types on damaged files
         raise MatFileError(file, f"corrupt or truncated MAT-file ({_describe(exc)})") from exc
@@ -74,7 +83,20 @@ def load_mat(path: str | os.PathLike[str], variables: Sequence[str] | None = Non
             noun = "variable" if len(missing) == 1 else "variables"
             raise MatFileError(file, f"no {noun} {', '.join(missing)}")
         data = {name: data[name] for name in wanted}
+    for name, fields in (required_fields or {}).items():
+        _check_fields(file, data, name, fields)
     return data
+
+
+def _check_fields(file: str, data: dict[str, Any], name: str, fields: Sequence[str]) -> None:
+    if name not in data:
+        raise MatFileError(file, f"no variable {name}")
+    value = data[name]
+    if not isinstance(value, dict):
+        raise MatFileError(file, f"{name} is not a struct")
+    missing = [f for f in fields if f not in value]
+    if missing:
+        raise MatFileError(file, f"{name} lacks {', '.join(missing)}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -211,13 +233,26 @@ _NUMERIC_DTYPES: dict[str, np.dtype] = {
 def _load_v73(path: str, wanted: list[str] | None) -> dict[str, Any]:
     import h5py
 
-    # locking=False: reading needs no lock, and locks fail on some network shares.
-    with h5py.File(path, "r", locking=False) as f:
+    try:
+        # locking=False: reading needs no lock, and locks fail on some network shares.
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise MatFileError(path, _hdf5_open_problem(exc)) from exc
+    with f:
         reader = _H5Reader(f)
         names = [name for name in f.keys() if name not in _SKIPPED_V73_GROUPS]
         if wanted is not None:
             names = [name for name in names if name in wanted]
         return {name: reader.read(name) for name in names}
+
+
+def _hdf5_open_problem(exc: OSError) -> str:
+    text = str(exc)
+    found = re.search(r"truncated file: eof = (\d+), sblock->base_addr = (\d+), stored_eof = (\d+)", text)
+    if found:  # HDF5 counts from its base address, after MATLAB's 512-byte header
+        has, base, needs = (int(n) for n in found.groups())
+        return f"truncated v7.3 MAT-file (it needs {needs + base} bytes, the file has {has + base})"
+    return f"corrupt v7.3 MAT-file (HDF5 cannot open it: {text})"
 
 
 class _H5Reader:

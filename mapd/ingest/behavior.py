@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import datajoint as dj
@@ -23,6 +22,14 @@ UID_ALLOCATION_ATTEMPTS = 100
 
 class SessionConflict(Exception):
     """The day's session exists and the new files cannot be added to it."""
+
+
+class AlreadyIngested(Exception):
+    """Another process committed some of these files first."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(f"already ingested: {', '.join(sorted(names))}")
+        self.names = names
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,9 @@ def insert_session(
     """Insert one session's records (or add split-session files to it) in one transaction.
 
     ``files`` maps each file name in ``records`` to its stat. Raises
-    ``dj.errors.DuplicateError`` when another process ingested a file first,
-    and SessionConflict when an existing session cannot take the new files.
+    AlreadyIngested (or ``dj.errors.DuplicateError``, in a race) when another
+    process ingested a file or the day first, and SessionConflict when an
+    existing session cannot take the new files.
     """
     started = time.perf_counter()
     first_uid = _allocate_trial_uids(len(records.trials))
@@ -134,6 +142,9 @@ def _append_point(session: dict, records: SessionRecords) -> tuple[SessionKey, i
             f"subject {key.subject_id} already has session {key.session} on {records.session_date} "
             "that mapd did not ingest (entered by hand?); not adding files to it"
         )
+    already = set(ingested) & {records.path.name for records in records.files}
+    if already:  # committed by another process since this one looked
+        raise AlreadyIngested(already)
     starts = sorted(BehaviorFileName.parse(name).start for name in ingested)
     new_first = records.files[0].name.start
     if new_first <= starts[-1]:

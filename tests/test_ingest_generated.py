@@ -1,0 +1,164 @@
+"""Backfill of generated sessions: split sessions, bad input, filters, concurrency."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+import pytest
+
+import bpodgen
+from conftest import REPO
+from mapd.backfill import rescan
+from mapd.discovery import ScanScope
+from mapd.runtime import open_database
+from mapd.schemas import experiment, ingest
+from mapd.subjects import SubjectEntry, add_subjects
+
+DAY = datetime(2018, 3, 1, 9, 30, 0)
+
+
+@pytest.fixture
+def config(db, load, rig_root):
+    config = load({"RRig": rig_root})
+    open_database(config)
+    add_subjects([SubjectEntry(subject_id=1001, h2o="dl7"), SubjectEntry(subject_id=1002, h2o="dl8")])
+    return config
+
+
+def write(root, start, h2o="dl7", **kwargs):
+    kwargs.setdefault("n_trials", 20)
+    return bpodgen.write_session(bpodgen.session_path(root, h2o, "tw", start), h2o=h2o, start=start, **kwargs)
+
+
+def sessions(subject_id=1001):
+    return (experiment.Session & {"subject_id": subject_id}).to_dicts(order_by="session")
+
+
+def test_split_session_is_ingested_as_one(config, rig_root):
+    write(rig_root, DAY, n_trials=40, seed=1)
+    write(rig_root, DAY + timedelta(minutes=50), n_trials=30, seed=2)
+    summary = rescan(config)
+    assert summary.files["ingested"] == 2 and summary.sessions == 1
+    assert len(sessions()) == 1
+    trials = (experiment.SessionTrial & {"subject_id": 1001}).to_dicts(order_by="trial")
+    assert [t["trial"] for t in trials] == list(range(1, 71))
+    assert float(trials[40]["start_time"]) == pytest.approx(3000.0)
+    files = ingest.BehaviorIngest.BehaviorFile.to_dicts(order_by="behavior_file")
+    assert [(f["trial_offset"], f["rig"]) for f in files] == [(0, "RRig"), (40, "RRig")]
+
+
+def test_a_later_file_of_an_ingested_day_is_appended(config, rig_root):
+    write(rig_root, DAY, n_trials=40, seed=1)
+    rescan(config)
+    write(rig_root, DAY + timedelta(minutes=50), n_trials=30, seed=2)
+    summary = rescan(config)
+    assert summary.files == {"ingested": 1, "already ingested": 1}
+    assert len(sessions()) == 1
+    trials = (experiment.SessionTrial & {"subject_id": 1001}).to_dicts(order_by="trial")
+    assert len(trials) == 70 and float(trials[40]["start_time"]) == pytest.approx(3000.0)
+    assert len({t["trial_uid"] for t in trials}) == 70
+
+
+def test_an_earlier_file_of_an_ingested_day_is_a_recorded_conflict(config, rig_root):
+    write(rig_root, DAY + timedelta(minutes=50), n_trials=10, seed=2)
+    rescan(config)
+    early = write(rig_root, DAY, n_trials=10, seed=1)
+    summary = rescan(config)
+    assert summary.files["failed"] == 1 and not summary.ok
+    assert "starts before the last of them" in summary.problems[0].reason
+    assert len(experiment.SessionTrial()) == 10
+    assert early.path.exists()
+
+
+def test_nan_durations_are_recorded_as_corrected(config, rig_root):
+    generated = write(rig_root, DAY, n_trials=10, seed=4, nan_duration_trials=[3])
+    rescan(config)
+    corrected = ingest.BehaviorIngest.CorrectedTrialEvents.to_dicts()
+    expected = sum(e.corrected for t in generated.ingested for e in t.events)
+    assert expected > 0 and len(corrected) == expected
+    assert {c["trial"] for c in corrected} == {4}
+
+
+def test_bad_files_are_recorded_and_do_not_stop_the_others(config, rig_root):
+    good = write(rig_root, DAY, n_trials=10)
+    bad = {kind: bpodgen.write_bad_file(bpodgen.session_path(rig_root, "dl7", "tw", DAY + timedelta(days=n + 1)),
+                                        kind)
+           for n, kind in enumerate(bpodgen.BAD_KINDS)}
+    misnamed = rig_root / "dl7" / "tw" / "Session Data" / "dl7_session.mat"
+    misnamed.write_bytes(good.path.read_bytes())
+    snapshots = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in [*bad.values(), misnamed]}
+
+    summary = rescan(config)
+    assert summary.files["ingested"] == 1 and summary.files["failed"] == len(bad) + 1
+    failed = {p.file.path: p.reason for p in summary.problems}
+    assert set(failed) == {*bad.values(), misnamed}
+    assert "does not match" in failed[misnamed]
+    assert all(reason for reason in failed.values())
+    assert len(ingest.SourceFile & {"state": "failed"}) == len(bad) + 1
+    assert all((path.read_bytes(), path.stat().st_mtime_ns) == before for path, before in snapshots.items())
+
+
+def test_a_file_with_no_ingestible_trial_creates_no_session(config, rig_root):
+    write(rig_root, DAY, n_trials=12, no_gui_fields=True)
+    summary = rescan(config)
+    assert summary.files["skipped"] == 1 and summary.ok
+    assert summary.problems[0].reason == "no ingestible trial (12 no GUI.ProtocolType)"
+    assert sessions() == []
+    row = (ingest.SourceFile & {"state": "skipped"}).to_dicts()[0]
+    assert row["detail"] == {"skipped_trials": {"no GUI.ProtocolType": 12}}
+
+
+def test_sessions_are_numbered_by_date_with_parallel_workers(config, rig_root):
+    days = [DAY + timedelta(days=d) for d in (4, 0, 2, 1, 3)]
+    for n, day in enumerate(days):
+        write(rig_root, day, n_trials=15, seed=n)
+        write(rig_root, day, h2o="dl8", n_trials=15, seed=10 + n)
+    summary = rescan(config, workers=2)
+    assert summary.sessions == 10 and summary.ok
+    for subject_id in (1001, 1002):
+        numbered = [(s["session"], s["session_date"]) for s in sessions(subject_id)]
+        assert [n for n, _ in numbered] == [1, 2, 3, 4, 5]
+        assert [d for _, d in numbered] == sorted(d for _, d in numbered)
+
+
+def test_a_v73_session_is_ingested(config, rig_root):
+    generated = write(rig_root, DAY, n_trials=25, fmt="v7.3", seed=9)
+    summary = rescan(config)
+    assert summary.files["ingested"] == 1
+    assert len(experiment.BehaviorTrial()) == len(generated.ingested)
+    outcomes = experiment.BehaviorTrial.to_arrays("outcome", order_by="trial").tolist()
+    assert outcomes == [t.outcome for t in generated.ingested]
+
+
+def test_rig_date_and_path_filters(db, load, tmp_path):
+    rig_a, rig_b = tmp_path / "A", tmp_path / "B"
+    config = load({"RigA": rig_a, "RigB": rig_b})
+    open_database(config)
+    add_subjects([SubjectEntry(subject_id=1001, h2o="dl7"), SubjectEntry(subject_id=1002, h2o="dl8")])
+    write(rig_a, DAY)
+    write(rig_a, DAY + timedelta(days=3))
+    write(rig_b, DAY, h2o="dl8")
+
+    assert rescan(config, ScanScope(rigs=frozenset({"RigB"}))).files["ingested"] == 1
+    assert len(sessions(1002)) == 1 and sessions() == []
+    since = (DAY + timedelta(days=1)).date()
+    assert rescan(config, ScanScope(rigs=frozenset({"RigA"}), since=since)).files["ingested"] == 1
+    assert [s["session_date"] for s in sessions()] == [(DAY + timedelta(days=3)).date()]
+    assert rescan(config, ScanScope(paths=(rig_a / "dl7",))).files == {"ingested": 1, "already ingested": 1}
+    assert sessions(1002)[0]["rig"] == "RigB"
+
+
+def test_two_concurrent_rescans_ingest_each_session_once(config, rig_root, write_config):
+    for day in range(6):
+        write(rig_root, DAY + timedelta(days=day), n_trials=30, seed=day)
+    config_path = write_config({"RRig": rig_root})
+    command = [sys.executable, "-m", "mapd", "--config", str(config_path), "rescan", "--workers", "1"]
+    runs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert len(sessions()) == 6
+    assert len(experiment.SessionTrial()) == 6 * 30
+    assert len(ingest.BehaviorIngest.BehaviorFile()) == 6
