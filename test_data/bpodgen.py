@@ -261,7 +261,7 @@ _WAVE_CUE_END = 1502  # go cue sound ends 150.2 ms after ResponseCue entry
 
 
 @dataclass
-class _Gui:
+class _Timers:
     """The timer values (ticks) the state machine really used."""
 
     sample: int
@@ -325,7 +325,7 @@ def _random_port(rng: np.random.Generator) -> int:
 
 
 def _simulate_trial(
-    rng: np.random.Generator, names: tuple[str, ...], gui: _Gui, correct_port: int
+    rng: np.random.Generator, names: tuple[str, ...], timers: _Timers, correct_port: int
 ) -> tuple[_TrialSim, int]:
     """Run the delay-response state machine once; returns the trial and its end tick."""
     sim = _TrialSim(rng, names)
@@ -339,12 +339,12 @@ def _simulate_trial(
     if rng.random() < 0.1:  # licks before the sample change nothing
         sim.bout(_random_port(rng), int(rng.integers(0, t)), t, 4)
     if sim.has("SamplePeriod"):
-        t = _sample_phase(sim, t, gui.sample)
+        t = _sample_phase(sim, t, timers.sample)
     if sim.has("DelayPeriod"):
-        t = _delay_phase(sim, t, gui.delay)
-    t = _response_phase(sim, t, gui, correct_port)
+        t = _delay_phase(sim, t, timers.delay)
+    t = _response_phase(sim, t, timers, correct_port)
     if sim.has("StopLicking"):
-        t = _stop_licking_phase(sim, t, gui.stop_licking)
+        t = _stop_licking_phase(sim, t, timers.stop_licking)
     if sim.has("TrialEnd"):
         t = sim.timer("TrialEnd", t, _T_TRIALEND)
     return sim, t
@@ -388,7 +388,7 @@ def _delay_phase(sim: _TrialSim, t: int, duration: int) -> int:
     raise AssertionError("unreachable: the last delay attempt has no early lick")
 
 
-def _response_phase(sim: _TrialSim, t: int, gui: _Gui, correct_port: int) -> int:
+def _response_phase(sim: _TrialSim, t: int, timers: _Timers, correct_port: int) -> int:
     """ResponseCue, AnswerPeriod and its outcome (Reward, TimeOut or NoResponse)."""
     rng = sim.rng
     for attempt in range(4):
@@ -400,22 +400,22 @@ def _response_phase(sim: _TrialSim, t: int, gui: _Gui, correct_port: int) -> int
         plan = rng.choice(["hit", "miss", "ignore"], p=[0.7, 0.2, 0.1])
         if plan != "ignore":
             lick_at = sim.next_lick_time(t + int(rng.integers(300, 8000)))
-            if lick_at < t + gui.answer:
+            if lick_at < t + timers.answer:
                 port = correct_port if plan == "hit" else 3 - correct_port
                 sim.lick(port, lick_at)
                 if plan == "hit":
-                    end = sim.timer("Reward", lick_at, gui.valve)
+                    end = sim.timer("Reward", lick_at, timers.valve)
                     sim.visit("RewardConsumption", end)
-                    sim.bout(port, end, end + gui.consumption, 10)
-                    sim.event("Tup", end + gui.consumption)
-                    return end + gui.consumption
+                    sim.bout(port, end, end + timers.consumption, 10)
+                    sim.event("Tup", end + timers.consumption)
+                    return end + timers.consumption
                 sim.visit("TimeOut", lick_at)
                 if rng.random() < 0.5:
-                    sim.bout(_random_port(rng), lick_at, lick_at + gui.timeout, 5)
-                sim.event("Tup", lick_at + gui.timeout)
-                return lick_at + gui.timeout
-        sim.event("Tup", t + gui.answer)
-        t = sim.timer("NoResponse", t + gui.answer, _T_NORESPONSE)
+                    sim.bout(_random_port(rng), lick_at, lick_at + timers.timeout, 5)
+                sim.event("Tup", lick_at + timers.timeout)
+                return lick_at + timers.timeout
+        sim.event("Tup", t + timers.answer)
+        t = sim.timer("NoResponse", t + timers.answer, _T_NORESPONSE)
         # As in the real file, NoResponse sometimes goes back to the cue.
         if attempt == 3 or rng.random() >= 0.3:
             return t
@@ -505,7 +505,9 @@ _PROTOCOL_STRINGS = (
 )
 
 
-def _map_gui(protocol_type: float, reversal: int, autolearn: int, durations: tuple[float, float, float], random_id: str) -> dict[str, Any]:
+def _map_gui(
+    protocol_type: float, reversal: int, autolearn: int, durations: tuple[float, float, float], random_id: str
+) -> dict[str, Any]:
     sample, delay, answer = durations
     return {
         "WaterValveTime": 0.03,
@@ -535,7 +537,15 @@ def _map_gui(protocol_type: float, reversal: int, autolearn: int, durations: tup
 def _map_panels() -> dict[str, Any]:
     return {
         "Behavior": cell_row(
-            ["WaterValveTime", "SamplePeriod", "DelayPeriod", "AnswerPeriod", "ConsumptionPeriod", "StopLickingPeriod", "TimeOut"]
+            [
+                "WaterValveTime",
+                "SamplePeriod",
+                "DelayPeriod",
+                "AnswerPeriod",
+                "ConsumptionPeriod",
+                "StopLickingPeriod",
+                "TimeOut",
+            ]
         ),
         "PolePositions": cell_row(["LickportMotorPosition", "LickportLeftPos", "LickportRightPos"]),
         "Protocol": cell_row(["ProtocolType"]),
@@ -663,7 +673,7 @@ def build_session(
             raise ValueError(f"trial index {i} out of range for {n_trials} trials")
 
     nominal = (1.2, 1.2, 1.5)  # SamplePeriod, DelayPeriod, AnswerPeriod (s)
-    timers = _Gui(
+    timers = _Timers(
         sample=12_000, delay=12_000, answer=15_000, valve=300, consumption=15_000, stop_licking=15_000, timeout=10_000
     )
     trial_types = _trial_types(rng, n_trials)
@@ -671,7 +681,11 @@ def build_session(
     settings: list[dict[str, Any]] = []
     starts_ticks: list[int] = []
     t_start = 0
-    history = [[float(ptypes[0]), float(rng.integers(2, 300)), float(np.round(rng.random(), 3))] for _ in range(int(rng.integers(1, 6)))]
+    # ProtocolHistory rows: [protocol, trials done with it, performance].
+    history = [
+        [float(ptypes[0]), float(rng.integers(2, 300)), float(np.round(rng.random(), 3))]
+        for _ in range(int(rng.integers(1, 6)))
+    ]
     # Identical per-trial values are shared objects: the v5 writer then serializes them once.
     panels, meta = (_other_lab_panels(), _other_lab_meta()) if no_gui_fields else (_map_panels(), _map_meta())
     name_cells: dict[tuple[str, ...], Cell] = {}
@@ -731,7 +745,7 @@ def build_session(
         "SettingsFile": settings[-1],
         "TrialSettings": struct_row(settings),
     }
-    expected = _expected_trials(trials, settings, trial_types, trial_start, missing_of)
+    expected = _expected_trials(trials, settings, trial_types, trial_start)
     return _Built(session_data, expected)
 
 
@@ -758,7 +772,6 @@ def _expected_trials(
     settings: list[dict[str, Any]],
     trial_types: np.ndarray,
     trial_start: np.ndarray,
-    missing_of: dict[int, str],
 ) -> tuple[ExpectedTrial, ...]:
     last_good: dict[str, float] = {}  # kind -> last non-NaN duration
     out: list[ExpectedTrial] = []
@@ -1053,6 +1066,8 @@ class _MatH5Writer:
             self._set_class(self._dataset(loc, name, self._ref_array(value.items)), "cell")
         elif isinstance(value, str):
             self._char(loc, name, value)
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "U":
+            self._char_matrix(loc, name, value)
         elif isinstance(value, (bool, np.bool_)):
             self._numeric(loc, name, np.array([[value]], dtype=bool))
         elif isinstance(value, (int, float, np.floating, np.integer)):
@@ -1081,6 +1096,18 @@ class _MatH5Writer:
             codes = np.frombuffer(text.encode("utf-16-le"), dtype="<u2")
             dsid = self._dataset(loc, name, codes.reshape(-1, 1))  # 1xN char -> (N, 1)
             self._set_class(dsid, "char")
+        self._set_int(dsid, b"MATLAB_int_decode", 2, "<i4")
+
+    def _char_matrix(self, loc: Any, name: bytes, rows: np.ndarray) -> None:
+        """A numpy str array (one string per row) -> char matrix, rows padded with spaces as MATLAB does."""
+        if rows.size == 0 or rows.dtype.itemsize == 0:
+            self._empty(loc, name, (0, 0), "char")
+            return
+        width = rows.dtype.itemsize // 4
+        padded = np.array([text.ljust(width) for text in rows.reshape(-1)], dtype=f"<U{width}")
+        codes = padded.view("<u4").reshape(-1, width).astype("<u2")
+        dsid = self._dataset(loc, name, codes.T)  # MATLAB (rows, width) -> HDF5 (width, rows)
+        self._set_class(dsid, "char")
         self._set_int(dsid, b"MATLAB_int_decode", 2, "<i4")
 
     def _struct(self, loc: Any, name: bytes, value: dict[str, Any]) -> None:
@@ -1123,7 +1150,9 @@ def write_v73(path: str | os.PathLike[str], variables: dict[str, Any], start: da
         fh.write(header.ljust(512, b"\x00"))
 
 
-def write_mat(path: str | os.PathLike[str], variables: dict[str, Any], *, fmt: Fmt = "v5", start: datetime | None = None) -> None:
+def write_mat(
+    path: str | os.PathLike[str], variables: dict[str, Any], *, fmt: Fmt = "v5", start: datetime | None = None
+) -> None:
     """Write MATLAB value-model variables as a v5 or v7.3 mat-file."""
     start = start or datetime(2018, 2, 25, 10, 25, 8)
     if fmt == "v5":
@@ -1225,7 +1254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write realistic Bpod SessionData mat-files (MAP delay-response protocol).",
         epilog="Example: python test_data/bpodgen.py /tmp/rig --n-trials 500 --days 3 --fmt v7.3",
     )
-    parser.add_argument("root", help="rig data root; files go to ROOT/{h2o}/{protocol}/Session Data/")
+    parser.add_argument("root", nargs="?", help="rig data root; files go to ROOT/{h2o}/{protocol}/Session Data/")
     parser.add_argument("--file", help="write exactly this file instead of the rig layout under ROOT")
     parser.add_argument("--n-trials", type=int, default=500)
     parser.add_argument("--h2o", default="dl25")
@@ -1242,6 +1271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bad", choices=BAD_KINDS, help="write a broken file of this kind (needs --file)")
     args = parser.parse_args(argv)
 
+    if not (args.root or args.file):
+        parser.error("give ROOT or --file")
     if args.bad:
         if not args.file:
             parser.error("--bad needs --file")
