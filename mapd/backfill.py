@@ -11,30 +11,20 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Callable, Iterator
-
-import datajoint as dj
 
 from . import registry
 from .config import MapdConfig
 from .discovery import ScanScope, behavior_files, group_by_session
-from .formats.behavior import merge_session
-from .ingest.behavior import AlreadyIngested, FileOnDisk, SessionConflict, ingested_file_names, insert_session
-from .logs import get_logger
+from .ingest.behavior import ingested_file_names
+from .pipeline import CATEGORIES, Outcomes, SessionUnit, ingest_parsed, log_outcome, subjects_by_h2o, triage
 from .registry import FileOutcome, FileState
-from .schemas import lab
 from .workers import ParsedFile, parse_behavior_files
 
-log = get_logger("mapd.rescan")
-KIND = "behavior"
+__all__ = ["CATEGORIES", "RescanSummary", "rescan"]
 
-# Summary categories, in the order they are printed.
-CATEGORIES = ("ingested", "already ingested", "waiting for subject", "skipped", "failed")
-_CATEGORY = {FileState.INGESTED: "ingested", FileState.WAITING: "waiting for subject",
-             FileState.SKIPPED: "skipped", FileState.FAILED: "failed"}
+KIND = "behavior"
 
 
 @dataclass
@@ -50,20 +40,16 @@ class RescanSummary:
     def ok(self) -> bool:
         return self.files["failed"] == 0
 
-    def add(self, outcome: FileOutcome, category: str | None = None) -> None:
-        self.files[category or _CATEGORY[outcome.state]] += 1
-        if outcome.state in (FileState.WAITING, FileState.SKIPPED, FileState.FAILED):
-            self.problems.append(outcome)
-
-
-@dataclass(frozen=True)
-class SessionUnit:
-    """The files of one subject and day, to become one session."""
-
-    h2o: str
-    session_date: date
-    subject_id: int
-    files: tuple[FileOnDisk, ...]
+    def add(self, outcomes: Outcomes) -> None:
+        for outcome, category in outcomes:
+            self.files[category] += 1
+            if outcome.state in (FileState.WAITING, FileState.SKIPPED, FileState.FAILED):
+                self.problems.append(outcome)
+        ingested = [outcome.detail for outcome, category in outcomes if category == "ingested"]
+        if ingested:  # every file of a unit carries its session's totals
+            self.sessions += 1
+            self.trials += ingested[0]["session_trials"]
+            self.rows += ingested[0]["session_rows"]
 
 
 def rescan(
@@ -79,104 +65,40 @@ def rescan(
     files = behavior_files(config, scope)
     sessions, unparsable = group_by_session(files)
     done = ingested_file_names([file.path.name for file in files])
-    subjects = _subjects_by_h2o()
+    subjects = subjects_by_h2o()
     h2o_dates = {registry.file_id(KIND, f): key for key, group in sessions.items() for f in group}
 
-    immediate: list[FileOutcome] = [FileOutcome(file, FileState.FAILED, problem) for file, problem in unparsable]
+    immediate: Outcomes = [(FileOutcome(file, FileState.FAILED, problem), "failed") for file, problem in unparsable]
     units: list[SessionUnit] = []
     for (h2o, session_date), group in sorted(sessions.items()):
-        todo = []
-        for file in group:
-            if file.path.name in done:
-                summary.files["already ingested"] += 1
-            elif h2o not in subjects:
-                immediate.append(FileOutcome(file, FileState.WAITING, f"no subject with water_restriction_number "
-                                                                      f"{h2o}; enter it with `mapd subject add`"))
-            elif file.size < config.ingest.min_behavior_file_bytes:
-                immediate.append(FileOutcome(file, FileState.SKIPPED, f"{file.size} bytes, under "
-                                             f"min_behavior_file_bytes ({config.ingest.min_behavior_file_bytes}): "
-                                             "an aborted session"))
-            else:
-                todo.append(file)
-        if todo:
-            units.append(SessionUnit(h2o, session_date, subjects[h2o], tuple(todo)))
-    _mark_ingested_in_registry(files, done)
-    registry.record(KIND, immediate, h2o_dates)
-    for outcome in immediate:
-        summary.add(outcome)
-        _log_outcome(outcome)
+        outcomes, unit = triage(config, h2o, session_date, group, done, subjects)
+        immediate += outcomes
+        if unit is not None:
+            units.append(unit)
+    _record(immediate, h2o_dates, summary, only_changed=True)
 
     total = len(units)
     if on_progress:
         on_progress(0, total)
     for count, (unit, parsed) in enumerate(_parse_ahead(units, workers or config.ingest.workers), start=1):
-        outcomes = _ingest_unit(config, unit, parsed)
-        registry.record(KIND, [outcome for outcome, _ in outcomes], h2o_dates)
-        for outcome, category in outcomes:
-            summary.add(outcome, category)
-            _log_outcome(outcome)
-        ingested = [outcome.detail for outcome, category in outcomes if category == "ingested"]
-        if ingested:  # every file of the unit carries the session's totals
-            summary.sessions += 1
-            summary.trials += ingested[0]["session_trials"]
-            summary.rows += ingested[0]["session_rows"]
+        _record(ingest_parsed(config, unit, parsed), h2o_dates, summary)
         if on_progress:
             on_progress(count, total)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _ingest_unit(config: MapdConfig, unit: SessionUnit, parsed: list[ParsedFile]) -> list[tuple[FileOutcome, str]]:
-    """Outcomes (with their summary category) of ingesting one unit's parsed files."""
-    by_path = {file.path: file for file in unit.files}
-    outcomes: list[tuple[FileOutcome, str]] = []
-    good = []
-    for result in parsed:
-        file = by_path[result.path]
-        if result.error is not None:
-            outcomes.append((FileOutcome(file, FileState.FAILED, result.error), "failed"))
-        elif not result.records.trials:
-            skipped = result.records.skipped
-            reasons = "; ".join(f"{count} {reason}" for reason, count in sorted(skipped.items())) or "no trials"
-            outcome = FileOutcome(file, FileState.SKIPPED, f"no ingestible trial ({reasons})", {"skipped_trials": skipped})
-            outcomes.append((outcome, "skipped"))
-        else:
-            good.append(result.records)
-    if good:
-        outcomes += _insert_files(config, unit, good, {r.path.name: by_path[r.path] for r in good})
-    return outcomes
-
-
-def _insert_files(config, unit: SessionUnit, good: list, files: dict[str, FileOnDisk], *, retry: bool = True):
-    records = merge_session(good)
-    rig = files[records.files[0].path.name].rig
-    try:
-        result = insert_session(records, subject_id=unit.subject_id, rig=rig, username=config.session_user,
-                                files=files)
-    except (AlreadyIngested, dj.errors.DuplicateError):
-        # Another mapd process committed some of these files (or this day) first.
-        already = ingested_file_names(list(files))
-        outcomes = [(FileOutcome(files[name], FileState.INGESTED, "ingested by another process"), "already ingested")
-                    for name in sorted(already)]
-        remaining = [r for r in good if r.path.name not in already]
-        if remaining and retry:
-            return outcomes + _insert_files(config, unit, remaining, {r.path.name: files[r.path.name] for r in remaining},
-                                            retry=False)
-        return outcomes + [(FileOutcome(files[r.path.name], FileState.FAILED,
-                                        "another process was ingesting the same session; run rescan again"), "failed")
-                           for r in remaining]
-    except SessionConflict as error:
-        return [(FileOutcome(files[r.path.name], FileState.FAILED, str(error)), "failed") for r in good]
-    session = result.key.as_dict()
-    log.info("session ingested", h2o=unit.h2o, session_date=str(unit.session_date), rig=rig, files=sorted(files),
-             trials=result.trials, rows=result.rows, duration=round(result.seconds, 3), appended=result.appended,
-             **session)
-    return [
-        (FileOutcome(files[r.path.name], FileState.INGESTED, "",
-                     {"session": session, "trials": len(r.trials), "skipped_trials": r.skipped,
-                      "session_trials": result.trials, "session_rows": result.rows}), "ingested")
-        for r in good
-    ]
+def _record(outcomes: Outcomes, h2o_dates, summary: RescanSummary, only_changed: bool = False) -> None:
+    """Count, log and record the outcomes (already ingested files only when the registry did not know)."""
+    summary.add(outcomes)
+    to_record = [outcome for outcome, _ in outcomes]
+    if only_changed:
+        known = registry.known_states(KIND, [outcome.file for outcome in to_record])
+        to_record = [o for o in to_record if known.get(registry.file_id(KIND, o.file)) is not o.state
+                     or o.state is not FileState.INGESTED]
+    registry.record(KIND, to_record, h2o_dates)
+    for outcome in to_record:
+        log_outcome(outcome)
 
 
 def _parse_ahead(units: list[SessionUnit], workers: int) -> Iterator[tuple[SessionUnit, list[ParsedFile]]]:
@@ -203,23 +125,3 @@ def _in_order(pool: Executor, units: list[SessionUnit], ahead: int):
         if next_unit is not None:
             pending.append((next_unit, pool.submit(parse_behavior_files, [f.path for f in next_unit.files])))
         yield unit, future.result()
-
-
-def _subjects_by_h2o() -> dict[str, int]:
-    h2os, subject_ids = lab.WaterRestriction.to_arrays("water_restriction_number", "subject_id")
-    return {str(h2o): int(subject_id) for h2o, subject_id in zip(h2os, subject_ids)}
-
-
-def _mark_ingested_in_registry(files: list[FileOnDisk], done: set[str]) -> None:
-    """Files found ingested in the database that mapd's registry does not yet know as such."""
-    ingested = [file for file in files if file.path.name in done]
-    known = registry.known_states(KIND, ingested)
-    stale = [f for f in ingested if known.get(registry.file_id(KIND, f)) is not FileState.INGESTED]
-    registry.record(KIND, [FileOutcome(f, FileState.INGESTED) for f in stale])
-
-
-def _log_outcome(outcome: FileOutcome) -> None:
-    if outcome.state is FileState.INGESTED:
-        return
-    method = log.error if outcome.state is FileState.FAILED else log.warning
-    method(f"file {outcome.state.value}", file=str(outcome.file.path), rig=outcome.file.rig, reason=outcome.reason)

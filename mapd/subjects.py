@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from .registry import release_waiting
 from .schemas import lab
 
 
@@ -29,7 +30,11 @@ class SubjectEntry(BaseModel):
 
 
 def add_subjects(entries: list[SubjectEntry]) -> list[SubjectEntry]:
-    """Enter subjects (all or none); returns those that were new. Re-entering the same subject is a no-op."""
+    """Enter subjects (all or none); returns those that were new. Re-entering the same subject is a no-op.
+
+    Files waiting for these subjects are queued again at once, so a running
+    daemon ingests them within seconds.
+    """
     added = []
     with lab.Subject.connection.transaction:
         for entry in entries:
@@ -43,6 +48,7 @@ def add_subjects(entries: list[SubjectEntry]) -> list[SubjectEntry]:
             )
             lab.WaterRestriction.insert1({"subject_id": entry.subject_id, "water_restriction_number": entry.h2o})
             added.append(entry)
+        release_waiting([entry.h2o for entry in entries])
     return added
 
 

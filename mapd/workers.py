@@ -13,6 +13,7 @@ class ParsedFile:
     path: Path
     records: BehaviorFileRecords | None = None
     error: str | None = None  # the problem, when the file cannot be ingested
+    transient: bool = False  # the error may go away (share gone, file locked): try again later
 
 
 def parse_behavior_files(paths: list[Path]) -> list[ParsedFile]:
@@ -22,7 +23,7 @@ def parse_behavior_files(paths: list[Path]) -> list[ParsedFile]:
         try:
             results.append(ParsedFile(path, records=parse_behavior_file(path)))
         except BehaviorFormatError as error:
-            results.append(ParsedFile(path, error=error.problem))
+            results.append(ParsedFile(path, error=error.problem, transient=error.transient))
         except OSError as error:  # unreadable, vanished, share gone
-            results.append(ParsedFile(path, error=f"cannot read: {error.strerror or error}"))
+            results.append(ParsedFile(path, error=f"cannot read: {error.strerror or error}", transient=True))
     return results

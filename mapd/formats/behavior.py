@@ -51,10 +51,11 @@ GUI_TIMED_EVENTS = (
 class BehaviorFormatError(Exception):
     """A behavior file that cannot be ingested; the message names the file and the problem."""
 
-    def __init__(self, path: str | PurePath, problem: str) -> None:
+    def __init__(self, path: str | PurePath, problem: str, *, transient: bool = False) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+        self.transient = transient  # could not be read now (gone, locked): may work later
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def parse_behavior_file(path: str | Path) -> BehaviorFileRecords:
     try:
         session_data = load_mat(path, ["SessionData"])["SessionData"]
     except MatFileError as error:
-        raise BehaviorFormatError(path, error.problem) from None
+        raise BehaviorFormatError(path, error.problem, transient=error.transient) from None
     if not isinstance(session_data, dict):
         raise BehaviorFormatError(path, "SessionData is not a struct")
     missing = [key for key in REQUIRED_FIELDS if key not in session_data]

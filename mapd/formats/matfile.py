@@ -45,9 +45,11 @@ _SKIPPED_V73_GROUPS = ("#refs#", "#subsystem#")
 class MatFileError(Exception):
     """A mat-file could not be read; ``problem`` says why in plain words."""
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], problem: str, *, transient: bool = False) -> None:
         self.path = os.fspath(path)
         self.problem = problem
+        # The file could not be read now (gone, locked, I/O error): it may be later.
+        self.transient = transient
         super().__init__(f"{self.path}: {problem}")
 
 
@@ -116,13 +118,13 @@ def _detect_version(path: str) -> str:
         with open(path, "rb") as fh:
             head = fh.read(_V73_USERBLOCK + len(_HDF5_SIGNATURE))
     except FileNotFoundError:
-        raise MatFileError(path, "file not found") from None
+        raise MatFileError(path, "file not found", transient=True) from None
     except IsADirectoryError:
         raise MatFileError(path, "is a directory, not a MAT-file") from None
     except PermissionError:
-        raise MatFileError(path, "cannot read file (permission denied)") from None
+        raise MatFileError(path, "cannot read file (permission denied)", transient=True) from None
     except OSError as exc:
-        raise MatFileError(path, f"cannot read file ({_describe(exc)})") from exc
+        raise MatFileError(path, f"cannot read file ({_describe(exc)})", transient=True) from exc
     if size == 0:
         raise MatFileError(path, "empty file (0 bytes)")
     if len(head) < _MAT_HEADER_BYTES:

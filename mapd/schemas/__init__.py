@@ -8,6 +8,8 @@ Table classes keep the original pipeline's names so existing MAP queries work.
 
 from __future__ import annotations
 
+import time
+
 from . import ccf, ephys, experiment, ingest, lab, publication
 
 # Activation order: every schema after the schemas it references.
@@ -21,11 +23,24 @@ MODULES = {
 }
 
 
+DECLARE_ATTEMPTS = 5
+
+
 def activate(connection, prefix: str) -> dict[str, object]:
     """Bind every schema module to ``{prefix}{name}`` (creating missing tables); idempotent."""
     for name, module in MODULES.items():
         schema = module.schema
         if schema.is_activated() and schema.connection is not connection:
             raise RuntimeError("mapd's schemas are already bound to another connection in this process")
-        schema.activate(prefix + name, connection=connection)
+        for attempt in range(DECLARE_ATTEMPTS):
+            try:
+                schema.activate(prefix + name, connection=connection)
+                break
+            except Exception as error:
+                # Two processes creating the tables of a new database at once:
+                # the other one won; bind to what it created.
+                if "already exists" not in str(error) or attempt == DECLARE_ATTEMPTS - 1:
+                    raise
+                schema.database = None  # so that activate binds every table again
+                time.sleep(0.2 * (attempt + 1))
     return dict(MODULES)

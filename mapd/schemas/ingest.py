@@ -69,6 +69,10 @@ class TrialUidBlock(dj.Manual):
 
 @schema
 class SourceFile(dj.Manual):
+    # The durable work queue: a file is 'pending' until a mapd process takes
+    # it, and it is taken only after next_attempt (its stat must have been
+    # unchanged since seen_time for the settle interval; backoff after a
+    # transient failure).
     definition = """
     # a data file mapd has found, and what became of it
     file_id : char(16)                  # hash of kind and path relative to its data root
@@ -81,13 +85,46 @@ class SourceFile(dj.Manual):
     session_date = null : date
     file_size : int64                   # (bytes) when last examined
     file_mtime : float64                # (s since epoch) when last examined
-    state : enum('pending', 'ingested', 'waiting', 'skipped', 'failed')
-    reason = '' : varchar(2000)         # why it is waiting, skipped or failed
+    state : enum('pending', 'ingested', 'waiting', 'skipped', 'failed', 'changed')
+    reason = '' : varchar(2000)         # why it is waiting, skipped, failed or changed
     detail = null : json                # e.g. skipped trials counted by reason
-    attempts = 0 : int32
+    attempts = 0 : int32                # ingest attempts since it was found or last changed
     host = '' : varchar(255)            # host that last worked on it
-    found_time = CURRENT_TIMESTAMP : datetime
-    updated_time = CURRENT_TIMESTAMP : datetime
-    index (state)
+    found_time = CURRENT_TIMESTAMP(3) : datetime(3)
+    seen_time = CURRENT_TIMESTAMP(3) : datetime(3)     # when file_size and file_mtime were first seen
+    next_attempt = CURRENT_TIMESTAMP(3) : datetime(3)  # not taken before this
+    updated_time = CURRENT_TIMESTAMP(3) : datetime(3)
+    index (state, next_attempt)
     index (h2o, session_date)
+    """
+
+
+@schema
+class Daemon(dj.Manual):
+    definition = """
+    # a running ``mapd run`` process, alive while its heartbeat is recent
+    daemon_id : char(32)
+    ---
+    host : varchar(255)
+    pid : int32
+    started_time : datetime(3)
+    heartbeat_time : datetime(3)
+    activity = '' : varchar(255)        # what it is doing
+    """
+
+
+@schema
+class SessionClaim(dj.Manual):
+    # Inserting the claim row is the atomic claim: of several processes only
+    # one insert succeeds. A claim whose daemon has stopped beating is stale.
+    definition = """
+    # files of one subject and day being ingested by one mapd process
+    kind : enum('behavior', 'ephys')
+    h2o : varchar(16)
+    session_date : date
+    ---
+    daemon_id : char(32)
+    host : varchar(255)
+    pid : int32
+    claimed_time : datetime(3)
     """
