@@ -11,10 +11,12 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import datajoint as dj
 
+from .database import pid_alive
+from .registry import now_ms
 from .schemas import ingest
 
 HOST = socket.gethostname()
@@ -33,14 +35,14 @@ class DaemonIdentity:
 
 
 def register_daemon(me: DaemonIdentity) -> None:
-    now = _now()
+    now = now_ms()
     ingest.Daemon.insert1(dict(daemon_id=me.daemon_id, host=me.host, pid=me.pid, started_time=now,
                                heartbeat_time=now, activity="starting"))
 
 
 def heartbeat(me: DaemonIdentity, activity: str) -> None:
     if ingest.Daemon & {"daemon_id": me.daemon_id}:
-        ingest.Daemon.update1(dict(daemon_id=me.daemon_id, heartbeat_time=_now(), activity=activity[:255]))
+        ingest.Daemon.update1(dict(daemon_id=me.daemon_id, heartbeat_time=now_ms(), activity=activity[:255]))
     else:  # removed as dead while the database was unreachable: come back
         register_daemon(me)
 
@@ -51,14 +53,14 @@ def unregister_daemon(me: DaemonIdentity) -> None:
 
 
 def live_daemons(heartbeat_seconds: float) -> list[dict]:
-    cutoff = _now() - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
+    cutoff = now_ms() - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
     return [row for row in ingest.Daemon.to_dicts(order_by="started_time") if row["heartbeat_time"] >= cutoff]
 
 
 def claim(me: DaemonIdentity, kind: str, h2o: str, session_date: date, heartbeat_seconds: float) -> bool:
     """Take the day's files of this subject for this daemon; False if another live process has them."""
     key = dict(kind=kind, h2o=h2o, session_date=session_date)
-    row = dict(key, daemon_id=me.daemon_id, host=me.host, pid=me.pid, claimed_time=_now())
+    row = dict(key, daemon_id=me.daemon_id, host=me.host, pid=me.pid, claimed_time=now_ms())
     try:
         ingest.SessionClaim.insert1(row)
         return True
@@ -84,24 +86,11 @@ def release(me: DaemonIdentity, kind: str, h2o: str, session_date: date) -> None
 
 
 def _is_stale(claim_row: dict, heartbeat_seconds: float) -> bool:
-    if claim_row["host"] == HOST and not _pid_alive(claim_row["pid"]):
+    if claim_row["host"] == HOST and not pid_alive(claim_row["pid"]):
         return True  # on this host a dead process is known at once
     owner = (ingest.Daemon & {"daemon_id": claim_row["daemon_id"]}).to_dicts()
     if not owner:
         return True
-    return owner[0]["heartbeat_time"] < _now() - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
+    return owner[0]["heartbeat_time"] < now_ms() - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _now() -> datetime:
-    now = datetime.now()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)

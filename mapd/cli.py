@@ -138,9 +138,9 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2018-02-25") from None
 
 
-def _load(args) -> MapdConfig:
+def _load(args, log_stream=None) -> MapdConfig:
     config = load_config(args.config)
-    logs.configure(config.logging)
+    logs.configure(config.logging, log_stream)
     return config
 
 
@@ -228,7 +228,8 @@ class _Progress:
 def _run(args) -> int:
     from .daemon import Daemon
 
-    config = _load(args)
+    # The service's output is its log: to stdout, which journald records.
+    config = _load(args, sys.stdout)
     return Daemon(config).run()
 
 

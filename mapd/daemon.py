@@ -367,11 +367,11 @@ class Daemon:
         attempts = registry.attempts("behavior", file) + 1
         if attempts >= retry.max_attempts:
             registry.record("behavior", [FileOutcome(file, FileState.FAILED, f"{reason} (after {attempts} attempts)")])
-            log.error("file failed", file=str(file.path), rig=file.rig, reason=reason, attempts=attempts)
+            log.error("file failed", file=str(file.path), rig=file.rig, error=reason, attempts=attempts)
             return
         delay = min(retry.max_seconds, retry.initial_seconds * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
         registry.postpone("behavior", file, delay, reason, attempt=True)
-        log.warning("will retry", file=str(file.path), rig=file.rig, reason=reason, attempt=attempts,
+        log.warning("will retry", file=str(file.path), rig=file.rig, error=reason, attempt=attempts,
                     delay=round(delay, 1))
 
     def _finish(self, outcomes: Outcomes, h2o_dates) -> None:

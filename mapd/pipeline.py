@@ -128,5 +128,8 @@ def _insert_files(config: MapdConfig, unit: SessionUnit, good: list, files: dict
 def log_outcome(outcome: FileOutcome) -> None:
     if outcome.state is FileState.INGESTED:
         return
-    method = log.error if outcome.state is FileState.FAILED else log.warning
-    method(f"file {outcome.state.value}", file=str(outcome.file.path), rig=outcome.file.rig, reason=outcome.reason)
+    if outcome.state is FileState.FAILED:
+        log.error("file failed", file=str(outcome.file.path), rig=outcome.file.rig, error=outcome.reason)
+    else:
+        log.warning(f"file {outcome.state.value}", file=str(outcome.file.path), rig=outcome.file.rig,
+                    reason=outcome.reason)

@@ -67,7 +67,7 @@ def record(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[st
 
 
 def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[str, date | None]]) -> None:
-    now = _now()
+    now = now_ms()
     ids = [file_id(kind, outcome.file) for outcome in outcomes]
     table = ingest.SourceFile
     with table.connection.transaction:
@@ -132,7 +132,7 @@ def register_found(kind: str, files: list[FileOnDisk], settle_seconds: float,
     """
     if not files:
         return Registration()
-    now = _now()
+    now = now_ms()
     table = ingest.SourceFile
     ids = {file_id(kind, file): file for file in files}
     known = {row["file_id"]: row for row in (table & [{"file_id": fid} for fid in ids]).proj(
@@ -174,7 +174,7 @@ def ready_groups(kind: str) -> list[tuple[str, date]]:
     A day whose files are not all settled waits, so that a split session's
     files are ingested together.
     """
-    now = _now()
+    now = now_ms()
     rows = (ingest.SourceFile & {"kind": kind, "state": FileState.PENDING.value}).proj(
         "h2o", "session_date", "next_attempt").to_dicts(order_by="next_attempt")
     earliest: dict[tuple[str, date], datetime] = {}
@@ -195,7 +195,7 @@ def pending_files(kind: str, h2o: str, session_date: date | None) -> list[dict]:
 def postpone(kind: str, file: FileOnDisk, delay_seconds: float, reason: str = "", *, seen: bool = False,
              attempt: bool = False) -> None:
     """Leave a pending file for later: still being written (``seen``) or after a transient failure."""
-    now = _now()
+    now = now_ms()
     fid = file_id(kind, file)
     row = (ingest.SourceFile & {"file_id": fid}).proj("attempts").to_dicts()
     update = dict(file_id=fid, file_size=file.size, file_mtime=file.mtime, reason=reason[:REASON_LENGTH],
@@ -232,14 +232,14 @@ def requeue_failed(ids: list[str] | None = None) -> int:
 
 def _requeue(keys: list[dict]) -> int:
     # No transaction of its own: add_subjects calls it inside the one entering the subjects.
-    now = _now()
+    now = now_ms()
     for key in keys:
         ingest.SourceFile.update1(dict(key, state=FileState.PENDING.value, reason="", attempts=0,
                                        next_attempt=now, updated_time=now))
     return len(keys)
 
 
-def _now() -> datetime:
+def now_ms() -> datetime:
     # The columns keep milliseconds; comparing with a finer time would round differently.
     now = datetime.now()
     return now.replace(microsecond=now.microsecond // 1000 * 1000)

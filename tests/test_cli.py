@@ -9,8 +9,8 @@ import pytest
 
 from conftest import REPO, TEST_DATA, place_real_session, run_mapd
 
-COMMANDS = [[], ["config", "check"], ["rescan"], ["status"], ["subject", "add"], ["subject", "import"], ["shell"],
-            ["erd"]]
+COMMANDS = [[], ["config", "check"], ["rescan"], ["run"], ["retry"], ["logs"], ["status"], ["subject", "add"],
+            ["subject", "import"], ["shell"], ["erd"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "mapd")

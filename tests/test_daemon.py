@@ -136,6 +136,28 @@ def test_new_files_are_ingested_while_running(setup, daemons, watch):
     assert daemon.stop() == 0
 
 
+def test_log_file_and_mapd_logs(setup, daemons, tmp_path):
+    rig, write_config = setup
+    config = write_config()
+    body = yaml.safe_load(config.read_text())
+    body["logging"] = {"level": "info", "file": str(tmp_path / "log" / "mapd.log")}
+    config.write_text(yaml.safe_dump(body))
+    daemon = daemons(config)
+    write_session(rig, DAY)
+    bad = bpodgen.write_bad_file(bpodgen.session_path(rig, "dl7", "tw", DAY + timedelta(days=1)), "not_mat")
+    wait_for(lambda: session_count() == 1 and "failed" in file_states().values(), what="outcomes", daemon=daemon)
+    daemon.stop()
+    lines = [json.loads(line) for line in (tmp_path / "log" / "mapd.log").read_text().splitlines()]
+    ingested = next(e for e in lines if e["event"] == "session ingested")
+    assert {"timestamp", "level", "rig", "subject_id", "session", "duration", "files"} <= set(ingested)
+    failed = next(e for e in lines if e["event"] == "file failed")
+    assert failed["file"] == str(bad) and failed["level"] == "error" and "not a MAT" in failed["error"]
+    shown = run_mapd("logs", "-n", "0", config=config)
+    assert shown.returncode == 0
+    assert any("session ingested" in line and "subject_id=7007" in line for line in shown.stdout.splitlines())
+    assert not shown.stdout.lstrip().startswith("{")  # readable, not JSON
+
+
 def test_files_that_arrived_while_down_are_found_at_start(setup, daemons):
     rig, write_config = setup
     for day in range(3):
