@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -82,7 +83,7 @@ def run(work: Path, n_sessions: int, n_trials: int, settle: float, poll_interval
 
     latencies = {}
     for mode in MODES:
-        latencies[mode] = measure_mode(work, mode, configs[mode], n_sessions, n_trials)
+        latencies[mode] = measure_mode(work, mode, configs[mode], n_sessions, n_trials, poll_interval)
 
     print()
     reference = settle + single
@@ -259,13 +260,19 @@ class Daemon:
         self._out.close()
 
 
-def measure_mode(work: Path, mode: str, config: Path, n_sessions: int, n_trials: int) -> list[float]:
+def measure_mode(work: Path, mode: str, config: Path, n_sessions: int, n_trials: int,
+                 poll_interval: float) -> list[float]:
     rig, _, h2o = MODES[mode]
     daemon = Daemon(config, work / f"daemon-{mode}.log")
     try:
         daemon.wait_for(lambda e: e.get("event") == "scan complete", timeout=120, what="the start-up scan")
         latencies = []
+        pauses = random.Random(mode)  # the same pauses in every run
         for n in range(n_sessions):
+            # A random pause puts each write at a random phase of the poll cycle (and
+            # of the daemon's 0.25 s wake-ups): otherwise the rhythm of write, settle
+            # and ingest would sample one phase only and bias the polling figure.
+            time.sleep(pauses.uniform(0, poll_interval))
             path = write_session(work / rig, h2o, n, n_trials, seed=n)
             last_write = time.time()  # write_session returns after the file's one and only write
             event = daemon.wait_for(lambda e: e.get("event") == "session ingested" and path.name in e.get("files", ()),

@@ -89,13 +89,18 @@ def rescan(
 
 
 def _record(outcomes: Outcomes, h2o_dates, summary: RescanSummary, only_changed: bool = False) -> None:
-    """Count, log and record the outcomes (already ingested files only when the registry did not know)."""
+    """Count, log and record the outcomes.
+
+    ``only_changed``: leave out ingested files the registry already knows as
+    ingested (a rescan of a large tree would otherwise rewrite every row).
+    """
     summary.add(outcomes)
     to_record = [outcome for outcome, _ in outcomes]
     if only_changed:
         known = registry.known_states(KIND, [outcome.file for outcome in to_record])
-        to_record = [o for o in to_record if known.get(registry.file_id(KIND, o.file)) is not o.state
-                     or o.state is not FileState.INGESTED]
+        to_record = [o for o in to_record
+                     if not (o.state is FileState.INGESTED
+                             and known.get(registry.file_id(KIND, o.file)) is FileState.INGESTED)]
     registry.record(KIND, to_record, h2o_dates)
     for outcome in to_record:
         log_outcome(outcome)

@@ -321,10 +321,7 @@ class Daemon:
         outcomes, unit = triage(self.config, h2o, session_date, files, done, subjects_by_h2o())
         if unit is not None:
             parsed = parse_behavior_files([f.path for f in unit.files])
-            retry_later = [p for p in parsed if p.error and (p.transient or self._changed_since(p.path, unit))]
-            for result in retry_later:
-                self._postpone_or_fail(next(f for f in unit.files if f.path == result.path), result.error)
-            if retry_later:
+            if self._unreadable_for_now(unit, parsed):
                 return  # the day is ingested whole, once every file reads cleanly
             outcomes += ingest_parsed(self.config, unit, parsed)
         self._finish(outcomes, h2o_dates)
@@ -352,14 +349,30 @@ class Daemon:
             return None
         return current
 
-    def _changed_since(self, path: Path, unit) -> bool:
-        """The file changed while it was parsed (a parse error then means: half written)."""
-        file = next(f for f in unit.files if f.path == path)
-        try:
-            stat = path.stat()
-        except OSError:
-            return True
-        return (stat.st_size, stat.st_mtime) != (file.size, file.mtime)
+    def _unreadable_for_now(self, unit, parsed) -> bool:
+        """Postpone the files whose parse failed for a reason that may pass; True if there were any.
+
+        A file that changed while it was parsed is still being written (its
+        parse error says nothing); a transient error (gone, locked) is retried
+        with backoff.
+        """
+        postponed = False
+        for file, result in zip(unit.files, parsed):
+            if result.error is None:
+                continue
+            try:
+                stat = file.path.stat()
+                changed = (stat.st_size, stat.st_mtime) != (file.size, file.mtime)
+            except OSError:
+                stat, changed = None, False
+            if changed:
+                current = FileOnDisk(file.path, file.data_root, file.rig, stat.st_size, stat.st_mtime)
+                registry.postpone("behavior", current, self.config.daemon.settle_seconds, "still being written",
+                                  seen=True)
+            elif result.transient:
+                self._postpone_or_fail(file, result.error)
+            postponed |= changed or result.transient
+        return postponed
 
     def _postpone_or_fail(self, file: FileOnDisk, reason: str) -> None:
         """A transient failure: try again after an exponential backoff, until the attempts run out."""

@@ -43,12 +43,22 @@ def file_id(kind: str, file: FileOnDisk) -> str:
     return hashlib.sha1(f"{kind}:{file.subpath}".encode()).hexdigest()[:16]
 
 
+def _rows(ids) -> "ingest.SourceFile":
+    """SourceFile rows with these ids.
+
+    One ``IN`` condition: a list of key dicts would become an OR of thousands
+    of conditions on a large scan. File ids are hex digests, safe to inline.
+    """
+    ids = sorted(set(ids))
+    assert all(fid.isalnum() for fid in ids)
+    return ingest.SourceFile & (f"file_id IN ({', '.join(repr(fid) for fid in ids)})" if ids else "FALSE")
+
+
 def known_states(kind: str, files: list[FileOnDisk]) -> dict[str, FileState]:
     """The recorded state of each of these files that mapd has seen before, by file id."""
     if not files:
         return {}
-    ids = [{"file_id": file_id(kind, file)} for file in files]
-    rows = (ingest.SourceFile & ids).to_arrays("file_id", "state")
+    rows = _rows(file_id(kind, file) for file in files).to_arrays("file_id", "state")
     return {fid: FileState(state) for fid, state in zip(*rows)}
 
 
@@ -71,7 +81,7 @@ def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, t
     ids = [file_id(kind, outcome.file) for outcome in outcomes]
     table = ingest.SourceFile
     with table.connection.transaction:
-        existing = table & [{"file_id": fid} for fid in ids]
+        existing = _rows(ids)
         previous = {row["file_id"]: row for row in existing.proj("attempts", "found_time", "seen_time").to_dicts()}
         rows = []
         for fid, outcome in zip(ids, outcomes):
@@ -135,7 +145,7 @@ def register_found(kind: str, files: list[FileOnDisk], settle_seconds: float,
     now = now_ms()
     table = ingest.SourceFile
     ids = {file_id(kind, file): file for file in files}
-    known = {row["file_id"]: row for row in (table & [{"file_id": fid} for fid in ids]).proj(
+    known = {row["file_id"]: row for row in _rows(ids).proj(
         "state", "file_size", "file_mtime", "reason").to_dicts()}
     ready = now + timedelta(seconds=settle_seconds)
     new_rows, requeued, changed = [], 0, []

@@ -1,0 +1,371 @@
+"""Memory of ``mapd run``: resident set size (VmRSS) of the daemon process itself.
+
+The embedded PostgreSQL is a separate process and is not counted.
+
+a) Idle daemon watching N existing files (default 10,000), in each watch mode
+   (inotify events, then polling every 2 s), each on a fresh database: one small
+   real session written with bpodgen and hard-linked to every other name (no disk
+   cost), with ``ingest.min_behavior_file_bytes`` above its size so that the
+   daemon records every file as skipped and then idles. RSS is sampled after the
+   files are all recorded and the daemon has idled for a while; the max is reported.
+
+b) Ingesting M small sessions (default 1,000 of 20 trials, 10 subjects x 100
+   days) written in batches of 100 on a fresh tree and database: RSS after the
+   first batch (baseline: libraries loaded, caches warm) and after the last.
+   Target: growth = final / baseline - 1 <= 10 %.
+
+Floor, measured in the same run: RSS of a plain Python process that imports
+the libraries the daemon uses, opens the database with the same configuration
+and sleeps. Each RSS figure is printed with its ratio to the floor.
+
+    python bench/memory.py [--files 10000] [--sessions 1000] [--trials 20] [--batch 100] [--idle 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "test_data"))
+
+import bpodgen  # noqa: E402
+
+PROTOCOL = "tw2"
+DAYS = 100  # sessions per subject, one per day
+SESSION_SUBJECTS = 10  # part b
+FIRST_DAY = datetime(2021, 1, 4, 10, 0, 0)
+GROWTH_TARGET = 0.10
+SAMPLES = 5  # RSS samples per figure, 1 s apart; the max is reported
+# Events whose count tells how many files the daemon has dealt with (part a).
+OUTCOME_EVENTS = frozenset({"file skipped", "file waiting", "file failed"})
+FLOOR_CODE = """
+import sys, time
+import mapd.daemon, mapd.formats.matfile, scipy.io, h5py, datajoint
+from mapd.config import load_config
+from mapd.runtime import open_database
+open_database(load_config(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.read()  # sleep until the benchmark closes stdin, then exit cleanly (the server keeps its users list)
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=10_000, help="existing files watched by the idle daemon (a)")
+    parser.add_argument("--sessions", type=int, default=1_000, help="sessions ingested (b)")
+    parser.add_argument("--trials", type=int, default=20, help="trials per session (b)")
+    parser.add_argument("--batch", type=int, default=100, help="sessions written per batch (b)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idling before sampling (a)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mapd-memory-", dir="/tmp"))
+    started = time.monotonic()
+    try:
+        floor_mb, idle = idle_daemons(work, args.files, args.idle)
+        growth_ok = ingesting_daemon(work, args.sessions, args.trials, args.batch, floor_mb)
+    finally:
+        for state in work.glob("state-*"):
+            stop_leftover_server(state)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nfloor (python + mapd.daemon, scipy.io, h5py, datajoint imported, database open): {floor_mb:.1f} MB")
+    for mode, mb in idle.items():
+        print(f"idle daemon, {args.files:,} files, {mode:6s}: {mb:.1f} MB = {mb / floor_mb:.2f} x floor")
+    print(f"total wall time {time.monotonic() - started:.0f} s")
+    return 0 if growth_ok else 1
+
+
+# ---- a) idle daemon watching many existing files --------------------------
+
+
+def idle_daemons(work: Path, n_files: int, idle_seconds: float) -> tuple[float, dict[str, float]]:
+    """RSS of an idle daemon per watch mode, and the floor; both in MB."""
+    tree = work / "tree-a"
+    started = time.monotonic()
+    size, h2os = build_linked_tree(tree, n_files)
+    print(f"a) tree: {n_files:,} files ({len(h2os)} subjects x up to {DAYS} days), one {size:,}-byte session "
+          f"hard-linked, built in {time.monotonic() - started:.1f} s")
+    floor_mb = 0.0
+    idle = {}
+    for mode in ("events", "poll"):
+        state = work / f"state-a-{mode}"
+        # Files are checked for their subject before their size: with the subjects
+        # entered they are recorded as skipped (too small), not as waiting.
+        config = write_config(work, state, f"a-{mode}", "RigA", tree, mode, min_bytes=size + 1, settle=1.0)
+        import_subjects(work, config, h2os, first_id=5000)
+        daemon = Daemon(config, work / f"daemon-a-{mode}.log")
+        try:
+            idle[mode] = idle_rss(daemon, config, n_files, idle_seconds, mode)
+            if mode == "events":
+                floor_mb = measure_floor(config)
+                print(f"   floor: {floor_mb:.1f} MB")
+            print(f"   {mode}: idle RSS {idle[mode]:.1f} MB = {idle[mode] / floor_mb:.2f} x floor")
+        finally:
+            daemon.stop()
+        stop_leftover_server(state)
+        shutil.rmtree(state, ignore_errors=True)
+    return floor_mb, idle
+
+
+def build_linked_tree(root: Path, n_files: int) -> tuple[int, list[str]]:
+    """N behavior file names in the rig layout, all hard links to one small real session."""
+    template = bpodgen.write_session(root.parent / "template.mat", n_trials=5, seed=0).path
+    n_subjects = math.ceil(n_files / DAYS)
+    h2os = [f"ms{s:03d}" for s in range(n_subjects)]
+    for n in range(n_files):
+        h2o, day = h2os[n // DAYS], n % DAYS
+        path = bpodgen.session_path(root, h2o, PROTOCOL, FIRST_DAY + timedelta(days=day))
+        if day == 0:
+            path.parent.mkdir(parents=True)
+        os.link(template, path)
+    return template.stat().st_size, h2os
+
+
+def idle_rss(daemon: "Daemon", config: Path, n_files: int, idle_seconds: float, mode: str) -> float:
+    """Wait until every file is recorded, let the daemon idle, return its max RSS (MB)."""
+    started = time.monotonic()
+    peak = 0.0
+    counts = {"outcomes": 0, "scanned": False}
+
+    def all_recorded(event: dict) -> bool:
+        counts["scanned"] |= event.get("event") == "scan complete"
+        counts["outcomes"] += event.get("event") in OUTCOME_EVENTS
+        return bool(counts["scanned"]) and counts["outcomes"] >= n_files
+
+    while not daemon.poll_events(all_recorded):
+        peak = max(peak, daemon.rss_mb())
+        daemon.check_alive("all files to be recorded")
+        if time.monotonic() - started > 3600:
+            raise RuntimeError(f"timed out: {counts['outcomes']} of {n_files} files recorded")
+        time.sleep(1.0)
+    busy = time.monotonic() - started
+    files = json.loads(mapd(config, "status", "--json"))["files"]
+    print(f"   {mode}: all {n_files:,} files recorded in {busy:.0f} s (peak RSS meanwhile {peak:.1f} MB); "
+          f"status: {', '.join(f'{k} {v}' for k, v in files.items() if v)}")
+    if files.get("pending"):
+        raise RuntimeError(f"files still pending: {files}")
+    time.sleep(idle_seconds)
+    return daemon.sample_rss()
+
+
+# ---- b) RSS growth over many ingests ---------------------------------------
+
+
+def ingesting_daemon(work: Path, n_sessions: int, n_trials: int, batch: int, floor_mb: float) -> bool:
+    tree = work / "tree-b"
+    state = work / "state-b"
+    h2os = [f"mb{s}" for s in range(SESSION_SUBJECTS)]
+    for h2o in h2os:
+        (tree / h2o / PROTOCOL / "Session Data").mkdir(parents=True)  # a rig has its subjects' folders
+    config = write_config(work, state, "b", "RigB", tree, "events", min_bytes=0, settle=1.0)
+    import_subjects(work, config, h2os, first_id=6000)
+    print(f"\nb) {n_sessions:,} sessions of {n_trials} trials ({len(h2os)} subjects), written {batch} at a time")
+    daemon = Daemon(config, work / "daemon-b.log")
+    try:
+        daemon.wait_until(lambda e: e.get("event") == "scan complete", "the start-up scan")
+        rss = []
+        for first in range(0, n_sessions, batch):
+            last = min(first + batch, n_sessions)
+            started = time.monotonic()
+            write_sessions(tree, h2os, first, last, n_trials)
+            written = time.monotonic() - started
+            wait_for_ingests(daemon, last - first)
+            rss.append(daemon.sample_rss())
+            print(f"   after {last:5,} sessions: RSS {rss[-1]:.1f} MB = {rss[-1] / floor_mb:.2f} x floor "
+                  f"(batch written in {written:.1f} s, committed {time.monotonic() - started:.1f} s after the "
+                  f"first write)")
+    finally:
+        daemon.stop()
+    stop_leftover_server(state)
+    baseline, final = rss[0], rss[-1]
+    growth = final / baseline - 1
+    print(f"   baseline (after the first {min(batch, n_sessions)} sessions): {baseline:.1f} MB = "
+          f"{baseline / floor_mb:.2f} x floor")
+    print(f"   final (after {n_sessions:,} sessions): {final:.1f} MB = {final / floor_mb:.2f} x floor")
+    print(f"   growth final / baseline - 1 = {growth:+.1%} (target <= {GROWTH_TARGET:.0%}): "
+          f"{'met' if growth <= GROWTH_TARGET else 'NOT met'}")
+    return growth <= GROWTH_TARGET
+
+
+def write_sessions(tree: Path, h2os: list[str], first: int, last: int, n_trials: int) -> None:
+    """Sessions first..last-1, day by day: each day one session per subject."""
+    for n in range(first, last):
+        h2o, day = h2os[n % len(h2os)], n // len(h2os)
+        start = FIRST_DAY + timedelta(days=day)
+        bpodgen.write_session(bpodgen.session_path(tree, h2o, PROTOCOL, start), n_trials=n_trials, h2o=h2o,
+                              protocol=PROTOCOL, start=start, seed=n)
+
+
+def wait_for_ingests(daemon: "Daemon", expected: int) -> None:
+    seen = {"ingested": 0}
+
+    def enough(event: dict) -> bool:
+        seen["ingested"] += event.get("event") == "session ingested"
+        return seen["ingested"] >= expected
+
+    daemon.wait_until(enough, f"{expected} sessions to be ingested", timeout=600 + 2 * expected)
+
+
+# ---- the floor ----------------------------------------------------------------
+
+
+def measure_floor(config: Path) -> float:
+    """Max RSS (MB) of a plain Python process with the daemon's libraries imported and the database open."""
+    process = subprocess.Popen([sys.executable, "-c", FLOOR_CODE, str(config)], cwd=REPO, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"floor process failed ({process.wait()})")
+        time.sleep(2.0)  # let it settle like the daemon did
+        samples = []
+        for _ in range(SAMPLES):
+            samples.append(rss_mb(process.pid))
+            time.sleep(0.2)
+        return max(samples)
+    finally:
+        process.stdin.close()  # it exits normally, leaving the embedded server's users list right
+        process.wait(timeout=60)
+
+
+# ---- the daemon, the mapd command, configuration ---------------------------
+
+
+class Daemon:
+    """``mapd run`` in a subprocess; its JSON log read incrementally from a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self._out = log.open("w")
+        self._offset = 0
+        self._partial = ""
+        self.process = subprocess.Popen([sys.executable, "-m", "mapd", "--config", str(config), "run"], cwd=REPO,
+                                        stdout=self._out, stderr=subprocess.STDOUT)
+
+    def new_events(self) -> list[dict]:
+        """Log events written since the last call (complete lines only)."""
+        with self.log.open() as handle:
+            handle.seek(self._offset)
+            text = handle.read()
+            self._offset = handle.tell()
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()  # an unfinished last line waits for the next call
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass  # not a log event
+        return events
+
+    def poll_events(self, done: Callable[[dict], bool]) -> bool:
+        """Feed every new event to ``done``; True as soon as it says so."""
+        return any(done(event) for event in self.new_events())
+
+    def check_alive(self, what: str) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"daemon exited ({self.process.returncode}) waiting for {what}:\n"
+                               f"{self.log.read_text()[-3000:]}")
+
+    def wait_until(self, done: Callable[[dict], bool], what: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.poll_events(done):
+            self.check_alive(what)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.process.pid)
+
+    def sample_rss(self) -> float:
+        """Max of a few samples, 1 s apart (the daemon wakes up at least once a second)."""
+        samples = []
+        for _ in range(SAMPLES):
+            samples.append(self.rss_mb())
+            time.sleep(1.0)
+        return max(samples)
+
+    def stop(self) -> None:
+        # SIGTERM: the daemon stops cleanly, and the embedded server with its last user.
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._out.close()
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of one process (not its children), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def write_config(work: Path, state: Path, name: str, rig: str, tree: Path, mode: str, *, min_bytes: int,
+                 settle: float) -> Path:
+    body = {
+        "state_dir": str(state),
+        "session_user": "bench",
+        "rig_data_paths": [{"rig": rig, "path": str(tree), "watch": mode, "poll_interval": 2.0}],
+        "ingest": {"min_behavior_file_bytes": min_bytes},
+        "daemon": {"settle_seconds": settle},
+        "logging": {"level": "info"},
+    }
+    path = work / f"mapd-{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def import_subjects(work: Path, config: Path, h2os: list[str], first_id: int) -> None:
+    path = work / f"subjects-{config.stem}.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject_id", "h2o"])
+        writer.writerows((first_id + n, h2o) for n, h2o in enumerate(h2os))
+    mapd(config, "subject", "import", str(path))
+
+
+def mapd(config: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "mapd", "--config", str(config), *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"mapd {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
+    return result.stdout
+
+
+def stop_leftover_server(state_dir: Path) -> None:
+    """Stop the embedded PostgreSQL if a crash left it running (its pid is in postmaster.pid)."""
+    pid_file = state_dir / "pgdata" / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+    except (OSError, ValueError, IndexError):
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
