@@ -81,7 +81,8 @@ def run(work: Path, n_sessions: int, n_trials: int, workers: int) -> int:
     config = parse_config(
         f"state_dir: {work / 'state'}\nsession_user: bench\n"
         f"rig_data_paths: [{{rig: BenchRig, path: '{rig}'}}]\n"
-        f"ingest: {{workers: {workers}, min_behavior_file_bytes: 0}}\nlogging: {{level: warning}}\n",
+        f"ingest: {{workers: {workers}, min_behavior_file_bytes: 0}}\nlogging: {{level: warning}}\n"
+        "daemon: {settle_seconds: 0}\n",  # the files were just generated
         work / "mapd.yaml",
     )
     logs.configure(config.logging)

@@ -228,8 +228,7 @@ def measure_floor(config: Path) -> float:
     process = subprocess.Popen([sys.executable, "-c", FLOOR_CODE, str(config)], cwd=REPO, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
     try:
-        if process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"floor process failed ({process.wait()})")
+        wait_for_ready(process)
         time.sleep(2.0)  # let it settle like the daemon did
         samples = []
         for _ in range(SAMPLES):
@@ -239,6 +238,16 @@ def measure_floor(config: Path) -> float:
     finally:
         process.stdin.close()  # it exits normally, leaving the embedded server's users list right
         process.wait(timeout=60)
+
+
+def wait_for_ready(process: subprocess.Popen) -> None:
+    """Read the process's output until its "ready" line (libraries may print before it)."""
+    printed = []
+    for line in process.stdout:
+        if line.strip() == "ready":
+            return
+        printed.append(line)
+    raise RuntimeError(f"floor process failed ({process.wait()}):\n{''.join(printed)}")
 
 
 # ---- the daemon, the mapd command, configuration ---------------------------

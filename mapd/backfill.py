@@ -43,7 +43,7 @@ class RescanSummary:
     def add(self, outcomes: Outcomes) -> None:
         for outcome, category in outcomes:
             self.files[category] += 1
-            if outcome.state in (FileState.WAITING, FileState.SKIPPED, FileState.FAILED):
+            if outcome.state is not FileState.INGESTED:
                 self.problems.append(outcome)
         ingested = [outcome.detail for outcome, category in outcomes if category == "ingested"]
         if ingested:  # every file of a unit carries its session's totals
@@ -70,7 +70,14 @@ def rescan(
 
     immediate: Outcomes = [(FileOutcome(file, FileState.FAILED, problem), "failed") for file, problem in unparsable]
     units: list[SessionUnit] = []
+    settled_before = time.time() - config.daemon.settle_seconds
     for (h2o, session_date), group in sorted(sessions.items()):
+        # A rig may be writing today's file right now: never take it half-written.
+        writing = [f for f in group if f.mtime > settled_before and f.path.name not in done]
+        if writing:
+            immediate += [(FileOutcome(f, FileState.PENDING, "modified moments ago: still being written; "
+                                                             "run rescan again later"), "skipped") for f in group]
+            continue
         outcomes, unit = triage(config, h2o, session_date, group, done, subjects)
         immediate += outcomes
         if unit is not None:

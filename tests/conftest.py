@@ -38,6 +38,8 @@ def write_config(tmp_path, state_dir):
             "session_user": "daveliu",
             "rig_data_paths": [{"rig": rig, "path": str(path), "order": n} for n, (rig, path) in enumerate((rigs or {}).items())],
             "ingest": {"min_behavior_file_bytes": 0, "workers": 2},
+            # Files are written by the tests just before a rescan: no waiting for them to settle.
+            "daemon": {"settle_seconds": 0},
         }
         body.update(settings)
         path = tmp_path / "mapd.yaml"

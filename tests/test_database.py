@@ -114,6 +114,7 @@ def test_postgresql_backend_on_a_server(db, tmp_path, rig_root):
         f"database: {{backend: postgresql, host: '{db.params.host}', port: {db.params.port}, user: postgres, "
         f"password_file: {password}}}\n"
         f"rig_data_paths: [{{rig: RRig, path: '{rig_root}'}}]\ningest: {{min_behavior_file_bytes: 0}}\n"
+        "daemon: {settle_seconds: 0}\n"
     )
     assert run_mapd("subject", "add", "--subject-id", "407513", "--h2o", "dl25", config=config).returncode == 0
     result = run_mapd("rescan", config=config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -162,3 +163,17 @@ def test_two_concurrent_rescans_ingest_each_session_once(config, rig_root, write
     assert len(sessions()) == 6
     assert len(experiment.SessionTrial()) == 6 * 30
     assert len(ingest.BehaviorIngest.BehaviorFile()) == 6
+
+
+def test_rescan_leaves_a_file_being_written_for_later(db, load, rig_root):
+    config = load({"RRig": rig_root}, daemon={"settle_seconds": 30})
+    open_database(config)
+    add_subjects([SubjectEntry(subject_id=1001, h2o="dl7")])
+    generated = write(rig_root, DAY)  # written just now: a rig may still be writing it
+    summary = rescan(config)
+    assert summary.files == {"skipped": 1} and summary.ok
+    assert "still being written" in summary.problems[0].reason
+    assert sessions() == [] and (ingest.SourceFile & {"state": "pending"})
+    past = generated.path.stat().st_mtime - 60
+    os.utime(generated.path, (past, past))
+    assert rescan(config).files == {"ingested": 1}
