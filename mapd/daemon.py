@@ -42,6 +42,7 @@ from .workers import parse_behavior_files
 
 log = get_logger("mapd.daemon")
 IDLE_WAIT = 1.0  # longest sleep between turns when nothing happens
+TURN_SECONDS = 2.0  # work through ready days this long, then see to watchers, heartbeat and signals
 EPHYS_WAITING = "ephys ingest is not available in this version of mapd; the file is recorded"
 
 
@@ -196,7 +197,7 @@ class Daemon:
             self.notifier.status(self.activity)
         if self.flags.stop:
             return
-        worked = self._ingest_one_ready_day()
+        worked = self._ingest_ready_days()
         if not worked:
             self.activity = "idle"
             self._wait_for_changes()
@@ -295,18 +296,30 @@ class Daemon:
 
     # ---- ingesting ---------------------------------------------------------
 
-    def _ingest_one_ready_day(self) -> bool:
-        for h2o, session_date in registry.ready_groups("behavior"):
+    def _ingest_ready_days(self) -> bool:
+        """Ingest ready days for up to TURN_SECONDS; True if any was taken.
+
+        One look at the queue serves many days: a backlog of thousands of files
+        (the first scan of a big tree) is worked through without re-reading
+        the whole queue for each day.
+        """
+        deadline = time.monotonic() + TURN_SECONDS
+        worked = False
+        groups = registry.ready_groups("behavior")
+        subjects = subjects_by_h2o() if groups else {}
+        for h2o, session_date in groups:
+            if self.flags.stop or time.monotonic() > deadline:
+                break
             if claims.claim(self.me, "behavior", h2o, session_date, self.config.daemon.heartbeat_seconds):
                 try:
                     self.activity = f"ingesting {h2o} {session_date}"
-                    self._ingest_day(h2o, session_date)
+                    self._ingest_day(h2o, session_date, subjects)
                 finally:
                     claims.release(self.me, "behavior", h2o, session_date)
-                return True
-        return False
+                worked = True
+        return worked
 
-    def _ingest_day(self, h2o: str, session_date: date) -> None:
+    def _ingest_day(self, h2o: str, session_date: date, subjects: dict[str, int]) -> None:
         settle = self.config.daemon.settle_seconds
         files = []
         for row in registry.pending_files("behavior", h2o, session_date):
@@ -318,7 +331,7 @@ class Daemon:
             return
         h2o_dates = {registry.file_id("behavior", f): (h2o, session_date) for f in files}
         done = ingested_file_names([f.path.name for f in files])
-        outcomes, unit = triage(self.config, h2o, session_date, files, done, subjects_by_h2o())
+        outcomes, unit = triage(self.config, h2o, session_date, files, done, subjects)
         if unit is not None:
             parsed = parse_behavior_files([f.path for f in unit.files])
             if self._unreadable_for_now(unit, parsed):
