@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from .database import DatabaseError
+    from .database import DatabaseError, first_line, is_database_outage
     from .discovery import DiscoveryError
     from .erd import DiagramError
     from .subjects import SubjectError
@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mapd: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if not is_database_outage(error):
+            raise  # a bug: its traceback is what a report needs
+        print(f"mapd: lost the database connection: {first_line(error)}", file=sys.stderr)
+        return EXIT_DATABASE
 
 
 def _build_parser() -> argparse.ArgumentParser:

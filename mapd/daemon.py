@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
 
-import datajoint as dj
 from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from . import claims, registry
@@ -35,6 +34,7 @@ from .ingest.behavior import FileOnDisk, ingested_file_names
 from .logs import get_logger
 from .pipeline import Outcomes, ingest_parsed, log_outcome, subjects_by_h2o, triage
 from .registry import FileOutcome, FileState
+from .database import first_line, is_database_outage
 from .runtime import enter_reference_rows, open_database
 from .systemd import Notifier
 from .watch import WatchedRoot, Watcher, watched_roots
@@ -48,14 +48,6 @@ EPHYS_WAITING = "ephys ingest is not available in this version of mapd; the file
 
 class ShutdownNow(BaseException):
     """Raised in the main thread to abandon the ingest in progress (its transaction rolls back)."""
-
-
-def is_database_outage(error: BaseException) -> bool:
-    """The database is unreachable (not a bad query): worth waiting for."""
-    if isinstance(error, dj.errors.LostConnectionError):
-        return True
-    return type(error).__name__ in ("OperationalError", "InterfaceError") and type(error).__module__.split(".")[0] in (
-        "psycopg2", "pymysql")
 
 
 @dataclass
@@ -73,7 +65,6 @@ class _Flags:
     stop: bool = False
     reload: bool = False
     signals: int = 0
-    stop_deadline: float | None = None
 
 
 @dataclass
@@ -154,7 +145,7 @@ class Daemon:
 
     def _wait_for_database(self, error: BaseException) -> None:
         """Back off (exponential, with jitter, bounded) until the database answers again."""
-        log.error("database unreachable; retrying", error=str(error).strip().splitlines()[0])
+        log.error("database unreachable; retrying", error=first_line(error))
         self.notifier.status("database unreachable; retrying")
         retry = self.config.daemon.retry
         for attempt in Retrying(

@@ -74,7 +74,7 @@ def connect(params: ConnectionParams):
         except Exception as error:  # the driver's own exception types differ per backend
             raise DatabaseError(
                 f"cannot connect to {params.backend} database {params.user}@{params.host}:{params.port}: "
-                f"{_first_line(error)}"
+                f"{first_line(error)}"
             ) from None
     instance.config.safemode = False  # mapd deletes only what it means to; never prompt
     return instance
@@ -102,7 +102,7 @@ def _start_embedded(state_dir: Path, db: DatabaseConfig) -> ConnectionParams:
     except Exception as error:
         log = pgdata / "log"
         hint = f" (server log: {log})" if log.exists() else ""
-        raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {_first_line(error)}{hint}") from None
+        raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {first_line(error)}{hint}") from None
     return ConnectionParams(
         backend="postgresql",
         host=str(info.socket_dir),
@@ -131,6 +131,16 @@ def _forget_dead_handles(pgdata: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
+def is_database_outage(error: BaseException) -> bool:
+    """The database is unreachable (not a bad query): worth waiting for, not a verdict on the data."""
+    import datajoint as dj
+
+    if isinstance(error, dj.errors.LostConnectionError):
+        return True
+    driver = type(error).__module__.split(".")[0]
+    return driver in ("psycopg2", "pymysql") and type(error).__name__ in ("OperationalError", "InterfaceError")
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host is alive (signal 0 probes without signalling)."""
     try:
@@ -142,6 +152,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error's message, first line only (driver messages run on with details)."""
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]

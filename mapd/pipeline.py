@@ -14,6 +14,7 @@ from datetime import date
 import datajoint as dj
 
 from .config import MapdConfig
+from .database import first_line, is_database_outage
 from .formats.behavior import merge_session
 from .ingest.behavior import AlreadyIngested, FileOnDisk, SessionConflict, ingested_file_names, insert_session
 from .logs import get_logger
@@ -113,6 +114,14 @@ def _insert_files(config: MapdConfig, unit: SessionUnit, good: list, files: dict
                            for r in remaining]
     except SessionConflict as error:
         return [(FileOutcome(files[r.path.name], FileState.FAILED, str(error)), "failed") for r in good]
+    except Exception as error:
+        if is_database_outage(error):
+            raise  # not the files' fault: the caller waits for the database
+        # The database refused the session (e.g. a value out of range): the
+        # transaction was rolled back; record why and go on with other files.
+        log.exception("session not ingested", h2o=unit.h2o, session_date=str(unit.session_date))
+        reason = f"ingest failed: {type(error).__name__}: {first_line(error)}"
+        return [(FileOutcome(files[r.path.name], FileState.FAILED, reason), "failed") for r in good]
     session = result.key.as_dict()
     log.info("session ingested", h2o=unit.h2o, session_date=str(unit.session_date), rig=rig, files=sorted(files),
              trials=result.trials, rows=result.rows, duration=round(result.seconds, 3), appended=result.appended,

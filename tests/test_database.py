@@ -132,10 +132,11 @@ def test_a_session_is_all_rows_or_none(db, load, rig_root, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    # The last table of the session fails: everything before it is rolled back.
+    # The last table of the session fails: everything before it is rolled back,
+    # and the file is recorded as failed with the reason.
     monkeypatch.setattr(experiment.ActionEvent, "insert", fail)
-    with pytest.raises(RuntimeError, match="disk full"):
-        rescan(config)
+    summary = rescan(config)
+    assert summary.files["failed"] == 1 and "RuntimeError: disk full" in summary.problems[0].reason
     assert len(experiment.Session()) == 0 and len(experiment.SessionTrial()) == 0
     assert len(ingest.BehaviorIngest.BehaviorFile()) == 0
 
