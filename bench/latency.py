@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test_data"))
 
 import bpodgen  # noqa: E402
+from harness import DaemonProcess, mapd, stop_leftover_server  # noqa: E402
 
 PROTOCOL = "tw2"
 FLOOR_FILES = 3
@@ -125,14 +124,6 @@ def write_config(work: Path, mode: str, settle: float, poll_interval: float) -> 
     return path
 
 
-def mapd(config: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "mapd", "--config", str(config), *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"mapd {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
-    return result.stdout
-
-
 def session_dir(root: Path, rig: str, h2o: str) -> Path:
     return root / rig / h2o / PROTOCOL / "Session Data"
 
@@ -204,68 +195,12 @@ def session_key(path: Path):
     return parsed.h2o, parsed.session_date
 
 
-# ---- the daemon -------------------------------------------------------------
-
-
-class Daemon:
-    """``mapd run`` in a subprocess; its JSON log lines read incrementally from a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        self._out = log.open("w")
-        self._offset = 0
-        self._partial = ""
-        self.process = subprocess.Popen([sys.executable, "-m", "mapd", "--config", str(config), "run"], cwd=REPO,
-                                        stdout=self._out, stderr=subprocess.STDOUT)
-
-    def new_events(self) -> list[dict]:
-        """Log events written since the last call (complete lines only)."""
-        with self.log.open() as handle:
-            handle.seek(self._offset)
-            text = handle.read()
-            self._offset = handle.tell()
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()  # an unfinished last line waits for the next call
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                pass  # not a log event (e.g. a warning printed by a library)
-        return events
-
-    def wait_for(self, match, timeout: float, what: str) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.new_events():
-                if event.get("event") == "file failed":
-                    raise RuntimeError(f"daemon: file failed: {event}")
-                if match(event):
-                    return event
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited ({self.process.returncode}) waiting for {what}:\n"
-                                   f"{self.log.read_text()[-3000:]}")
-            time.sleep(0.02)
-        raise RuntimeError(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        # SIGTERM: the daemon stops cleanly, and the embedded server with its last user.
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._out.close()
-
-
 def measure_mode(work: Path, mode: str, config: Path, n_sessions: int, n_trials: int,
                  poll_interval: float) -> list[float]:
     rig, _, h2o = MODES[mode]
-    daemon = Daemon(config, work / f"daemon-{mode}.log")
+    daemon = DaemonProcess(config, work / f"daemon-{mode}.log")
     try:
-        daemon.wait_for(lambda e: e.get("event") == "scan complete", timeout=120, what="the start-up scan")
+        daemon.wait_for(lambda e: e.get("event") == "scan complete", "the start-up scan", timeout=120)
         latencies = []
         pauses = random.Random(mode)  # the same pauses in every run
         for n in range(n_sessions):
@@ -276,7 +211,7 @@ def measure_mode(work: Path, mode: str, config: Path, n_sessions: int, n_trials:
             path = write_session(work / rig, h2o, n, n_trials, seed=n)
             last_write = time.time()  # write_session returns after the file's one and only write
             event = daemon.wait_for(lambda e: e.get("event") == "session ingested" and path.name in e.get("files", ()),
-                                    timeout=300, what=f"the ingest of {path.name}")
+                                    f"the ingest of {path.name}", timeout=300)
             committed = datetime.fromisoformat(event["timestamp"]).timestamp()  # local time, like time.time()
             latencies.append(committed - last_write)
             print(f"{mode:6s} session {n + 1:3d}: latency {latencies[-1]:.3f} s "
@@ -293,22 +228,6 @@ def percentile(values: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def stop_leftover_server(state_dir: Path) -> None:
-    """Stop the embedded PostgreSQL if a crash left it running (its pid is in postmaster.pid)."""
-    pid_file = state_dir / "pgdata" / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
-    except (OSError, ValueError, IndexError):
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,10 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -47,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test_data"))
 
 import bpodgen  # noqa: E402
+from harness import DaemonProcess, mapd, rss_mb, stop_leftover_server  # noqa: E402
 
 PROTOCOL = "tw2"
 DAYS = 100  # sessions per subject, one per day
@@ -124,11 +123,11 @@ def idle_daemons(work: Path, n_files: int, idle_seconds: float) -> tuple[float, 
     floor_mb = 0.0
     idle = {}
     for n, (label, mode, new_files) in enumerate(IDLE_RUNS):
-        daemon = Daemon(configs[mode], work / f"daemon-a{n}-{mode}.log")
+        daemon = DaemonProcess(configs[mode], work / f"daemon-a{n}-{mode}.log")
         try:
             wait_until_idle(daemon, configs[mode], n_files if new_files else 0, label)
             time.sleep(idle_seconds)
-            idle[label] = daemon.sample_rss()
+            idle[label] = sample_rss(daemon)
             if not floor_mb:
                 floor_mb = measure_floor(configs[mode])
                 print(f"   floor: {floor_mb:.1f} MB")
@@ -154,7 +153,7 @@ def build_linked_tree(root: Path, n_files: int) -> tuple[int, list[str]]:
     return template.stat().st_size, h2os
 
 
-def wait_until_idle(daemon: "Daemon", config: Path, n_new: int, label: str) -> None:
+def wait_until_idle(daemon: DaemonProcess, config: Path, n_new: int, label: str) -> None:
     """Wait for the start-up scan and for ``n_new`` file outcomes; then nothing may be pending."""
     started = time.monotonic()
     peak = 0.0
@@ -165,7 +164,7 @@ def wait_until_idle(daemon: "Daemon", config: Path, n_new: int, label: str) -> N
         seen["outcomes"] += event.get("event") in OUTCOME_EVENTS
         return bool(seen["scanned"]) and seen["outcomes"] >= n_new
 
-    while not daemon.poll_events(all_recorded):
+    while not any([all_recorded(event) for event in daemon.new_events()]):
         peak = max(peak, daemon.rss_mb())  # while it works, for comparison
         daemon.check_alive("all files to be recorded")
         if time.monotonic() - started > 3600:
@@ -192,9 +191,9 @@ def ingesting_daemon(work: Path, n_sessions: int, n_trials: int, batch: int, flo
     config = write_config(work, state, "b", "RigB", tree, "events", min_bytes=0, settle=1.0)
     import_subjects(work, config, h2os, first_id=6000)
     print(f"\nb) {n_sessions:,} sessions of {n_trials} trials ({len(h2os)} subjects), written {batch} at a time")
-    daemon = Daemon(config, work / "daemon-b.log")
+    daemon = DaemonProcess(config, work / "daemon-b.log")
     try:
-        daemon.wait_until(lambda e: e.get("event") == "scan complete", "the start-up scan")
+        daemon.wait_for(lambda e: e.get("event") == "scan complete", "the start-up scan")
         rss = []
         for first in range(0, n_sessions, batch):
             last = min(first + batch, n_sessions)
@@ -202,7 +201,7 @@ def ingesting_daemon(work: Path, n_sessions: int, n_trials: int, batch: int, flo
             write_sessions(tree, h2os, first, last, n_trials)
             written = time.monotonic() - started
             wait_for_ingests(daemon, last - first)
-            rss.append(daemon.sample_rss())
+            rss.append(sample_rss(daemon))
             print(f"   after {last:5,} sessions: RSS {rss[-1]:.1f} MB = {rss[-1] / floor_mb:.2f} x floor "
                   f"(batch written in {written:.1f} s, committed {time.monotonic() - started:.1f} s after the "
                   f"first write)")
@@ -228,14 +227,14 @@ def write_sessions(tree: Path, h2os: list[str], first: int, last: int, n_trials:
                               protocol=PROTOCOL, start=start, seed=n)
 
 
-def wait_for_ingests(daemon: "Daemon", expected: int) -> None:
+def wait_for_ingests(daemon: DaemonProcess, expected: int) -> None:
     seen = {"ingested": 0}
 
     def enough(event: dict) -> bool:
         seen["ingested"] += event.get("event") == "session ingested"
         return seen["ingested"] >= expected
 
-    daemon.wait_until(enough, f"{expected} sessions to be ingested", timeout=600 + 2 * expected)
+    daemon.wait_for(enough, f"{expected} sessions to be ingested", timeout=600 + 2 * expected)
 
 
 # ---- the floor ----------------------------------------------------------------
@@ -271,79 +270,13 @@ def wait_for_ready(process: subprocess.Popen) -> None:
 # ---- the daemon, the mapd command, configuration ---------------------------
 
 
-class Daemon:
-    """``mapd run`` in a subprocess; its JSON log read incrementally from a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        self._out = log.open("w")
-        self._offset = 0
-        self._partial = ""
-        self.process = subprocess.Popen([sys.executable, "-m", "mapd", "--config", str(config), "run"], cwd=REPO,
-                                        stdout=self._out, stderr=subprocess.STDOUT)
-
-    def new_events(self) -> list[dict]:
-        """Log events written since the last call (complete lines only)."""
-        with self.log.open() as handle:
-            handle.seek(self._offset)
-            text = handle.read()
-            self._offset = handle.tell()
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()  # an unfinished last line waits for the next call
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                pass  # not a log event
-        return events
-
-    def poll_events(self, done: Callable[[dict], bool]) -> bool:
-        """Feed every new event to ``done``; True as soon as it says so."""
-        return any(done(event) for event in self.new_events())
-
-    def check_alive(self, what: str) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"daemon exited ({self.process.returncode}) waiting for {what}:\n"
-                               f"{self.log.read_text()[-3000:]}")
-
-    def wait_until(self, done: Callable[[dict], bool], what: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.poll_events(done):
-            self.check_alive(what)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.process.pid)
-
-    def sample_rss(self) -> float:
-        """Max of a few samples, 1 s apart (the daemon wakes up at least once a second)."""
-        samples = []
-        for _ in range(SAMPLES):
-            samples.append(self.rss_mb())
-            time.sleep(1.0)
-        return max(samples)
-
-    def stop(self) -> None:
-        # SIGTERM: the daemon stops cleanly, and the embedded server with its last user.
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._out.close()
-
-
-def rss_mb(pid: int) -> float:
-    """VmRSS of one process (not its children), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+def sample_rss(daemon: DaemonProcess) -> float:
+    """Max of a few samples, 1 s apart (the daemon wakes up at least once a second)."""
+    samples = []
+    for _ in range(SAMPLES):
+        samples.append(daemon.rss_mb())
+        time.sleep(1.0)
+    return max(samples)
 
 
 def write_config(work: Path, state: Path, name: str, rig: str, tree: Path, mode: str, *, min_bytes: int,
@@ -368,30 +301,6 @@ def import_subjects(work: Path, config: Path, h2os: list[str], first_id: int) ->
         writer.writerow(["subject_id", "h2o"])
         writer.writerows((first_id + n, h2o) for n, h2o in enumerate(h2os))
     mapd(config, "subject", "import", str(path))
-
-
-def mapd(config: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "mapd", "--config", str(config), *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise RuntimeError(f"mapd {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
-    return result.stdout
-
-
-def stop_leftover_server(state_dir: Path) -> None:
-    """Stop the embedded PostgreSQL if a crash left it running (its pid is in postmaster.pid)."""
-    pid_file = state_dir / "pgdata" / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
-    except (OSError, ValueError, IndexError):
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_
 from . import claims, registry
 from .config import ConfigError, MapdConfig, load_config
 from .discovery import group_by_session
-from .formats.behavior import BehaviorFileName, BehaviorFormatError, is_behavior_path
+from .formats.behavior import is_behavior_path
 from .formats.ephys_paths import ephys_session
 from .ingest.behavior import FileOnDisk, ingested_file_names
 from .logs import get_logger

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import REPO, place_real_session, run_mapd
 from mapd.backfill import rescan

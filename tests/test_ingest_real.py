@@ -9,7 +9,7 @@ import pytest
 from conftest import place_real_session
 from mapd.backfill import rescan
 from mapd.runtime import open_database
-from mapd.schemas import experiment, ingest, lab
+from mapd.schemas import experiment, ingest
 from mapd.subjects import SubjectEntry, add_subjects
 
 COUNTED_TABLES = {

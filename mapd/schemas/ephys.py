@@ -2,7 +2,7 @@
 
 import datajoint as dj
 
-from . import experiment, lab
+from . import experiment, lab  # noqa: F401 (named in table definitions)
 
 schema = dj.Schema()
 

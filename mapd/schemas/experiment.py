@@ -2,7 +2,7 @@
 
 import datajoint as dj
 
-from . import lab
+from . import lab  # noqa: F401 (named in table definitions)
 
 schema = dj.Schema()
 

@@ -7,7 +7,7 @@ mapd process on the database sees the same work and the same outcomes.
 
 import datajoint as dj
 
-from . import ephys, experiment
+from . import experiment  # noqa: F401 (named in table definitions)
 
 schema = dj.Schema()
 

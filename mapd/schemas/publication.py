@@ -2,7 +2,7 @@
 
 import datajoint as dj
 
-from . import ephys, experiment
+from . import ephys, experiment  # noqa: F401 (named in table definitions)
 
 schema = dj.Schema()
 
