@@ -160,9 +160,9 @@ def _config_check(args) -> int:
     print(f"configuration: {config.source}: valid")
     problems = 0
     for entry in config.rig_data_paths:
-        problems += not _report_path(f"rig {entry.rig}", entry.path)
+        problems += not _report_path(f"rig {entry.rig}", entry.path, entry.watch)
     for entry in config.ephys_data_paths:
-        problems += not _report_path("ephys", entry.path)
+        problems += not _report_path("ephys", entry.path, entry.watch)
     db = _open(config)
     print(f"database: {config.database.backend}: connected ({db.params!r}), schemas {config.database.schema_prefix}*")
     if problems:
@@ -171,8 +171,10 @@ def _config_check(args) -> int:
     return EXIT_OK
 
 
-def _report_path(label: str, path: Path) -> bool:
+def _report_path(label: str, path: Path, watch: str) -> bool:
     import os
+
+    from .watch import filesystem_type, resolve_mode
 
     if not path.is_dir():
         print(f"{label}: {path}: not a directory", file=sys.stderr)
@@ -180,7 +182,8 @@ def _report_path(label: str, path: Path) -> bool:
     if not os.access(path, os.R_OK | os.X_OK):
         print(f"{label}: {path}: not readable", file=sys.stderr)
         return False
-    print(f"{label}: {path}: readable")
+    print(f"{label}: {path}: readable; watched by {resolve_mode(watch, path)} "
+          f"({filesystem_type(path) or 'unknown'} file system, watch: {watch})")
     return True
 
 

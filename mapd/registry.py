@@ -82,11 +82,12 @@ def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, t
     table = ingest.SourceFile
     with table.connection.transaction:
         existing = _rows(ids)
-        previous = {row["file_id"]: row for row in existing.proj("attempts", "found_time", "seen_time").to_dicts()}
+        previous = {row["file_id"]: row for row in existing.proj(
+            "attempts", "found_time", "seen_time", "h2o", "session_date").to_dicts()}
         rows = []
         for fid, outcome in zip(ids, outcomes):
-            h2o, session_date = h2o_dates.get(fid, ("", None))
             before = previous.get(fid, {})
+            h2o, session_date = h2o_dates.get(fid, (before.get("h2o", ""), before.get("session_date")))
             rows.append(
                 dict(
                     file_id=fid,
@@ -115,9 +116,10 @@ def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, t
 
 
 def state_counts() -> dict[str, int]:
+    """Files per state (every state, zero included): the queue's depth."""
     counts = {state.value: 0 for state in FileState}
-    for state in (ingest.SourceFile).to_arrays("state"):
-        counts[state] += 1
+    for row in dj.U("state").aggr(ingest.SourceFile, n="count(*)").to_dicts():
+        counts[row["state"]] = int(row["n"])
     return counts
 
 

