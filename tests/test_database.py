@@ -40,14 +40,23 @@ def postmasters(pgdata: Path) -> list[int]:
     return pids
 
 
+def hold_open(config: Path, seconds: float) -> subprocess.Popen:
+    """A process that opens the database, says "open", and holds it for ``seconds``."""
+    return subprocess.Popen([sys.executable, "-c", HOLD_OPEN, str(config), str(seconds)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def wait_until_stopped(pgdata: Path, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while postmasters(pgdata) and time.time() < deadline:
+        time.sleep(0.2)
+
+
 def test_commands_share_one_server_which_stops_with_the_last(tmp_path):
     state = Path(f"/tmp/mapd-share-{os.getpid()}")
     config = tmp_path / "mapd.yaml"
     config.write_text(f"state_dir: {state}\nsession_user: a\n")
-    long = subprocess.Popen([sys.executable, "-c", HOLD_OPEN, str(config), "8"], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True)
-    short = subprocess.Popen([sys.executable, "-c", HOLD_OPEN, str(config), "1"], cwd=REPO, stdout=subprocess.PIPE,
-                             text=True)
+    long, short = hold_open(config, 8), hold_open(config, 1)
     try:
         assert long.stdout.readline().strip() == "open" and short.stdout.readline().strip() == "open"
         assert len(postmasters(state / "pgdata")) == 1
@@ -58,9 +67,7 @@ def test_commands_share_one_server_which_stops_with_the_last(tmp_path):
         assert check.returncode == 0, check.stderr
         assert len(postmasters(state / "pgdata")) == 1
         long.wait(timeout=60)
-        deadline = time.time() + 30
-        while postmasters(state / "pgdata") and time.time() < deadline:
-            time.sleep(0.2)
+        wait_until_stopped(state / "pgdata")
         assert postmasters(state / "pgdata") == []
         assert not (state / "pgdata" / "postmaster.pid").exists()  # a clean shutdown
     finally:
@@ -73,17 +80,14 @@ def test_a_killed_command_does_not_keep_the_server_forever(tmp_path):
     state = Path(f"/tmp/mapd-kill-{os.getpid()}")
     config = tmp_path / "mapd.yaml"
     config.write_text(f"state_dir: {state}\nsession_user: a\n")
-    killed = subprocess.Popen([sys.executable, "-c", HOLD_OPEN, str(config), "60"], cwd=REPO, stdout=subprocess.PIPE,
-                              text=True)
+    killed = hold_open(config, 60)
     try:
         assert killed.stdout.readline().strip() == "open"
         killed.kill()
         killed.wait()
         # The next command forgets the dead one and, being the last user, stops the server on exit.
         assert run_mapd("config", "check", config=config).returncode == 0
-        deadline = time.time() + 30
-        while postmasters(state / "pgdata") and time.time() < deadline:
-            time.sleep(0.2)
+        wait_until_stopped(state / "pgdata")
         assert postmasters(state / "pgdata") == []
     finally:
         subprocess.run(["rm", "-rf", str(state)])
