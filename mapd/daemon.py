@@ -27,8 +27,7 @@ from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_
 
 from . import claims, registry
 from .config import ConfigError, MapdConfig, load_config
-from .discovery import group_by_session
-from .formats.behavior import is_behavior_path
+from .discovery import data_files, group_by_session
 from .formats.ephys_paths import ephys_session
 from .ingest.behavior import FileOnDisk, ingested_file_names
 from .logs import get_logger
@@ -214,7 +213,7 @@ class Daemon:
         started = time.perf_counter()
         found = 0
         for root in self.roots:
-            files = self._files_below(root, root.path)
+            files = data_files(root.kind, root.path, root.rig, root.path)
             found += len(files)
             self._register(root, files)
         log.info("scan complete", files=found, duration=round(time.perf_counter() - started, 3))
@@ -224,28 +223,8 @@ class Daemon:
         for root, path in self.watcher.take_changes():
             changed.setdefault(root, set()).add(path)
         for root, paths in changed.items():
-            files = {file.path: file for path in paths for file in self._files_below(root, path)}
+            files = {file.path: file for path in paths for file in data_files(root.kind, root.path, root.rig, path)}
             self._register(root, list(files.values()))
-
-    def _files_below(self, root: WatchedRoot, path: Path) -> list[FileOnDisk]:
-        """The data files at or below ``path`` (a file or a directory) under ``root``."""
-        if path.is_dir():
-            candidates = [p for p in path.rglob("*") if p.is_file()]
-        else:
-            candidates = [path]
-        files = []
-        for candidate in candidates:
-            try:
-                subpath = PurePosixPath(candidate.relative_to(root.path).as_posix())
-                if root.kind == "behavior" and not is_behavior_path(subpath):
-                    continue
-                if root.kind == "ephys" and ephys_session(subpath) is None:
-                    continue
-                stat = candidate.stat()
-            except (ValueError, OSError):
-                continue  # outside the root, or vanished
-            files.append(FileOnDisk(candidate, root.path, root.rig, stat.st_size, stat.st_mtime))
-        return files
 
     def _register(self, root: WatchedRoot, files: list[FileOnDisk]) -> None:
         if not files:

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator
 
 from .config import MapdConfig
 from .formats.behavior import BehaviorFileName, BehaviorFormatError, is_behavior_path
+from .formats.ephys_paths import ephys_session
 from .ingest.behavior import FileOnDisk
 
 
@@ -44,17 +45,30 @@ def behavior_files(config: MapdConfig, scope: ScanScope = ScanScope()) -> list[F
         root = entry.path.resolve()
         starts = [p for p in requested if _is_within(p, root)] if requested else [root]
         for start in starts:
-            for path in _walk_files(start):
-                subpath = PurePosixPath(path.relative_to(root).as_posix())
-                if path in found or not is_behavior_path(subpath) or not _in_dates(path.name, scope.since):
-                    continue
-                try:
-                    stat = path.stat()
-                except OSError:
-                    continue  # vanished between listing and stat
-                found[path] = FileOnDisk(path=path, data_root=root, rig=entry.rig, size=stat.st_size,
-                                         mtime=stat.st_mtime)
+            for file in data_files("behavior", root, entry.rig, start):
+                if _in_dates(file.path.name, scope.since):
+                    found.setdefault(file.path, file)
     return sorted(found.values(), key=lambda file: file.path)
+
+
+def data_files(kind: str, root: Path, rig: str | None, start: Path) -> list[FileOnDisk]:
+    """The behavior or processed-ephys files at or below ``start`` (a file or a directory) under ``root``."""
+    files = []
+    for path in _walk_files(start):
+        try:
+            subpath = PurePosixPath(path.relative_to(root).as_posix())
+        except ValueError:
+            continue  # not below this root
+        if kind == "behavior" and not is_behavior_path(subpath):
+            continue
+        if kind == "ephys" and ephys_session(subpath) is None:
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # vanished between listing and stat
+        files.append(FileOnDisk(path=path, data_root=root, rig=rig, size=stat.st_size, mtime=stat.st_mtime))
+    return files
 
 
 def _walk_files(start: Path) -> Iterator[Path]:
