@@ -76,6 +76,13 @@ class IngestConfig(_Strict):
     min_behavior_file_bytes: int = Field(default=100 * 1024, ge=0)
     # Processes that parse and ingest in parallel (rescan).
     workers: int = Field(default=2, ge=1, le=64)
+    # A file whose declared content would inflate beyond this is refused before
+    # it is read (a compressed v5 variable or v7.3 datasets can claim gigabytes).
+    # The largest real MAP sessions hold tens of MB: 512 MiB is a wide margin.
+    max_inflated_bytes: int = Field(default=512 * 1024**2, ge=1024**2)
+    # Address space each parse process may use beyond its start-up size; a file
+    # that slips past the declared-size check fails alone when it hits this.
+    parse_memory_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
 
 
 class RetryConfig(_Strict):
