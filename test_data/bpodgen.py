@@ -29,8 +29,10 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import struct
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -1237,6 +1239,123 @@ def write_bad_file(path: str | os.PathLike[str], kind: str, *, fmt: Fmt = "v5") 
         write_mat(out, {"SessionData": data}, fmt=fmt)
     else:
         raise ValueError(f"unknown bad-file kind {kind!r}; use one of {', '.join(BAD_KINDS)}")
+    return out
+
+
+def write_other_protocol(path: str | os.PathLike[str], *, n_trials: int = 20, fmt: Fmt = "v5",
+                         start: datetime = datetime(2018, 2, 25, 10, 25, 8), seed: int = 0) -> Path:
+    """A real Bpod session of another lab protocol: the Bpod core (RawData, RawEvents,
+    TrialStartTimestamp, Info, nTrials) without the MAP fields (TrialTypes, TrialSettings)."""
+    data = build_session(n_trials=n_trials, start=start, seed=seed, no_gui_fields=True).session_data
+    for key in ("TrialTypes", "TrialSettings", "StimTrials", "ProbeTrials", "LickPortMotorPosition"):
+        del data[key]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_mat(out, {"SessionData": data}, fmt=fmt, start=start)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Hostile files: small on disk, huge or deadly once read.
+# --------------------------------------------------------------------------
+
+_ZERO_BLOCK = bytes(1 << 20)
+
+
+def _v5_element(mdtype: int, data: bytes, order: str = "<") -> bytes:
+    """A v5 data element: tag (type, byte count) and its data padded to 8 bytes."""
+    return struct.pack(f"{order}II", mdtype, len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def _v5_matrix_head(matlab_class: int, dims: tuple[int, ...], name: bytes, rest: int, order: str = "<") -> bytes:
+    """A miMATRIX tag with its array flags, dimensions and name; ``rest`` bytes of content follow."""
+    body = (_v5_element(6, struct.pack(f"{order}II", matlab_class, 0), order)
+            + _v5_element(5, struct.pack(f"{order}{len(dims)}i", *dims), order) + _v5_element(1, name, order))
+    return struct.pack(f"{order}II", 14, len(body) + rest) + body
+
+
+def _v5_header(order: str = "<") -> bytes:
+    """The 128-byte v5 header: text, no subsystem data, version 0x0100, endian indicator."""
+    text = _header_text("5.0", datetime(2018, 2, 25, 10, 25, 8))
+    return text + b"\0" * 8 + struct.pack(f"{order}H", 0x0100) + (b"IM" if order == "<" else b"MI")
+
+
+def _zlib_with_zeros(prefix: bytes, zeros: int) -> bytes:
+    """A zlib stream of ``prefix`` then ``zeros`` zero bytes, in milliseconds for any size.
+
+    After a full flush a deflate compressor keeps no history, so a block of
+    zeros compresses to the same bytes each time: it is compressed once and
+    repeated. The adler-32 of the zeros follows from that of the prefix.
+    """
+    main = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts = [b"\x78\xda", main.compress(prefix), main.flush(zlib.Z_FULL_FLUSH)]
+    blocker = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = blocker.compress(_ZERO_BLOCK) + blocker.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(zeros, len(_ZERO_BLOCK))
+    parts += [block * count, main.compress(bytes(rest)), main.flush(zlib.Z_FINISH)]
+    adler = zlib.adler32(prefix)
+    a, b = adler & 0xFFFF, adler >> 16
+    parts.append(struct.pack(">I", (((b + zeros * a) % 65521) << 16) | a))
+    return b"".join(parts)
+
+
+def write_v5_bomb(path: str | os.PathLike[str], inflated_bytes: int = 600 * 10**6, *, order: str = "<") -> int:
+    """A v5 file whose compressed SessionData (one zero double array) inflates to ``inflated_bytes``.
+
+    600 MB take 0.6 MB on disk. ``order`` '>' writes a big-endian ('MI') file.
+    Returns the declared content size: the SessionData element's bytes, tag included.
+    """
+    n = inflated_bytes // 8
+    field = _v5_matrix_head(6, (1, n), b"", 8 + 8 * n, order) + struct.pack(f"{order}II", 9, 8 * n)
+    # The field-name length as a "small data element": type and byte count in one 4-byte word.
+    names = (struct.pack(f"{order}HHi", 5, 4, 32) if order == "<" else struct.pack(">HHi", 4, 5, 32))
+    names += _v5_element(1, b"TrialStartTimestamp".ljust(32, b"\0"), order)
+    body = _v5_matrix_head(2, (1, 1), b"SessionData", 0, order)[8:] + names + field
+    prefix = struct.pack(f"{order}II", 14, len(body) + 8 * n) + body
+    stream = _zlib_with_zeros(prefix, 8 * n)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(_v5_header(order) + struct.pack(f"{order}II", 15, len(stream)) + stream)
+    return len(prefix) + 8 * n
+
+
+def write_v73_bomb(path: str | os.PathLike[str], declared_bytes: int = 600 * 10**6) -> int:
+    """A v7.3 file whose SessionData holds one double dataset declaring ``declared_bytes``.
+
+    Its chunks are never written (HDF5 stores no data for them), so the file
+    is a few KB. Returns the declared size (bytes).
+    """
+    n = declared_bytes // 8
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(out, "w", userblock_size=512) as f:
+        group = f.create_group("SessionData")
+        group.attrs["MATLAB_class"] = np.bytes_(b"struct")
+        data = group.create_dataset("TrialStartTimestamp", shape=(n, 1), dtype="<f8", chunks=(min(n, 1 << 20), 1),
+                                    compression="gzip")
+        data.attrs["MATLAB_class"] = np.bytes_(b"double")
+    header = _header_text("7.3", datetime(2018, 2, 25, 10, 25, 8), " HDF5 schema 1.00 .") + b"\x00" * 8 + b"\x00\x02IM"
+    with open(out, "r+b") as fh:
+        fh.write(header.ljust(512, b"\x00"))
+    return 8 * n
+
+
+def write_deep_nesting(path: str | os.PathLike[str], depth: int = 100_000) -> Path:
+    """A v5 file (200 KB) whose SessionData is a cell in a cell ... ``depth`` levels deep.
+
+    scipy's reader recurses in C once per level: at this depth it overflows
+    the stack and the reading process dies of SIGSEGV (scipy 1.17).
+    """
+    leaf = _v5_matrix_head(6, (1, 1), b"", 16) + _v5_element(9, struct.pack("<d", 1.0))
+    heads, inner = [], len(leaf)
+    for level in range(depth):
+        head = _v5_matrix_head(1, (1, 1), b"SessionData" if level == depth - 1 else b"", inner)
+        heads.append(head)
+        inner += len(head)
+    stream = zlib.compress(b"".join(reversed(heads)) + leaf, 6)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(_v5_header() + struct.pack("<II", 15, len(stream)) + stream)
     return out
 
 

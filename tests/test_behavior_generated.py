@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timedelta
 
@@ -11,6 +12,11 @@ import bpodgen
 from mapd.formats.behavior import BehaviorFileName, BehaviorFormatError, merge_session, parse_behavior_file
 
 START = datetime(2018, 3, 1, 9, 30, 0)
+
+
+def generate(root, protocol, start, **options):
+    """A generated session named for ``start``, which its Info.SessionDate agrees with."""
+    return bpodgen.write_session(bpodgen.session_path(root, "dl7", protocol, start), start=start, **options)
 
 
 def assert_matches(records, generated, session=None):
@@ -40,8 +46,7 @@ def assert_matches(records, generated, session=None):
 
 @pytest.mark.parametrize("fmt", ["v5", "v7.3"])
 def test_a_500_trial_session(tmp_path, fmt):
-    generated = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "TW_autoTrain", START), n_trials=500,
-                                      seed=7, fmt=fmt)
+    generated = generate(tmp_path, "TW_autoTrain", START, n_trials=500, seed=7, fmt=fmt)
     records = parse_behavior_file(generated.path)
     assert records.name == BehaviorFileName("dl7", "TW_autoTrain", START)
     assert len(records.trials) == 500
@@ -50,8 +55,7 @@ def test_a_500_trial_session(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["v5", "v7.3"])
 def test_a_one_trial_session_survives_squeezing(tmp_path, fmt):
-    generated = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START), n_trials=1, seed=3,
-                                      fmt=fmt)
+    generated = generate(tmp_path, "tw", START, n_trials=1, seed=3, fmt=fmt)
     records = parse_behavior_file(generated.path)
     assert len(records.trials) == 1
     assert_matches(records, generated)
@@ -61,8 +65,8 @@ def test_skipped_trials_are_counted_by_reason(tmp_path):
     protocol_types = [7] * 30
     protocol_types[4] = 2  # licking protocol
     protocol_types[5] = 1  # valve calibration
-    generated = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START), n_trials=30, seed=5,
-                                      protocol_type=protocol_types, missing_state_trials=[10, 11, 12])
+    generated = generate(tmp_path, "tw", START, n_trials=30, seed=5,
+                         protocol_type=protocol_types, missing_state_trials=[10, 11, 12])
     records = parse_behavior_file(generated.path)
     assert len(generated.skipped) == 5
     assert records.skipped["GUI.ProtocolType < 3"] == 2
@@ -72,8 +76,7 @@ def test_skipped_trials_are_counted_by_reason(tmp_path):
 
 
 def test_nan_durations_take_the_last_good_one_and_are_marked(tmp_path):
-    generated = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START), n_trials=20, seed=11,
-                                      nan_duration_trials=[0, 6, 7])
+    generated = generate(tmp_path, "tw", START, n_trials=20, seed=11, nan_duration_trials=[0, 6, 7])
     records = parse_behavior_file(generated.path)
     session = merge_session([records])
     corrected = [(t.trial, e.event_type) for t in session.trials for e in t.events if e.corrected]
@@ -85,17 +88,15 @@ def test_nan_durations_take_the_last_good_one_and_are_marked(tmp_path):
 
 
 def test_another_labs_protocol_has_no_ingestible_trial(tmp_path):
-    generated = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "other", START), n_trials=12,
-                                      no_gui_fields=True)
+    generated = generate(tmp_path, "other", START, n_trials=12, no_gui_fields=True)
     records = parse_behavior_file(generated.path)
     assert records.trials == ()
     assert records.skipped == {"no GUI.ProtocolType": 12}
 
 
 def test_split_session_is_one_session_in_time_order(tmp_path):
-    later = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START + timedelta(minutes=50)),
-                                  n_trials=30, seed=2)
-    first = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START), n_trials=40, seed=1)
+    later = generate(tmp_path, "tw", START + timedelta(minutes=50), n_trials=30, seed=2)
+    first = generate(tmp_path, "tw", START, n_trials=40, seed=1)
     session = merge_session([parse_behavior_file(later.path), parse_behavior_file(first.path)])
     assert [f.path for f in session.files] == [first.path, later.path]
     assert session.file_trial_offsets == (0, 40)
@@ -109,8 +110,8 @@ def test_split_session_is_one_session_in_time_order(tmp_path):
 
 
 def test_files_of_different_days_are_not_merged(tmp_path):
-    a = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START), n_trials=3)
-    b = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START + timedelta(days=1)), n_trials=3)
+    a = generate(tmp_path, "tw", START, n_trials=3)
+    b = generate(tmp_path, "tw", START + timedelta(days=1), n_trials=3)
     with pytest.raises(ValueError, match="different sessions"):
         merge_session([parse_behavior_file(a.path), parse_behavior_file(b.path)])
 
@@ -138,3 +139,100 @@ def test_bad_files_raise_an_error_naming_the_file(tmp_path, kind, problem, fmt):
 def test_names_that_do_not_parse(name):
     with pytest.raises(BehaviorFormatError):
         BehaviorFileName.parse(name)
+
+
+# --------------------------------------------------------------------------
+# What was read; files that are not MAP sessions of the day their name says.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["v5", "v7.3"])
+def test_records_carry_the_checksum_size_and_mtime_of_the_bytes_parsed(tmp_path, fmt):
+    generated = generate(tmp_path, "tw", START, n_trials=5, fmt=fmt)
+    records = parse_behavior_file(generated.path)
+    status = generated.path.stat()
+    assert records.sha256 == hashlib.sha256(generated.path.read_bytes()).hexdigest()
+    assert (records.size, records.mtime) == (status.st_size, status.st_mtime)
+
+
+def write_with_info(root, start, info_changes):
+    """A session named for ``start`` whose SessionData.Info is changed (None removes a key)."""
+    built = bpodgen.build_session(n_trials=4, start=start)
+    info = built.session_data["Info"]
+    for key, value in info_changes.items():
+        if value is None:
+            info.pop(key)
+        else:
+            info[key] = value
+    path = bpodgen.session_path(root, "dl7", "tw", start)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bpodgen.write_mat(path, {"SessionData": built.session_data}, start=start)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["v5", "v7.3"])
+def test_a_renamed_copy_of_another_days_session_is_refused_naming_both_dates(tmp_path, fmt):
+    # Written on 25 Feb 2018, then copied under the name of 1 March.
+    generated = bpodgen.write_session(bpodgen.session_path(tmp_path, "dl7", "tw", START), n_trials=4, fmt=fmt,
+                                      start=datetime(2018, 2, 25, 10, 25, 8))
+    with pytest.raises(BehaviorFormatError) as error:
+        parse_behavior_file(generated.path)
+    assert str(generated.path) in str(error.value)
+    assert error.value.problem == ("the file name's date 2018-03-01 disagrees with SessionData.Info.SessionDate "
+                                   "25-Feb-2018 (2018-02-25): a renamed copy of another session?")
+    assert not error.value.transient
+
+
+@pytest.mark.parametrize("session_date", [None, "", "sometime in March", "31-Foo-2018", "31-Feb-2018"])
+def test_a_missing_or_unreadable_session_date_is_not_an_error(tmp_path, session_date):
+    path = write_with_info(tmp_path, START, {"SessionDate": session_date})
+    records = parse_behavior_file(path)
+    assert records.session_date == START.date() and len(records.trials) == 4
+
+
+def test_the_session_date_may_differ_from_the_name_only_in_case_and_spaces(tmp_path):
+    path = write_with_info(tmp_path, START, {"SessionDate": " 01-MAR-2018 "})
+    assert len(parse_behavior_file(path).trials) == 4
+
+
+@pytest.mark.parametrize("fmt", ["v5", "v7.3"])
+def test_a_bpod_session_of_another_protocol_is_skipped_not_failed(tmp_path, fmt):
+    path = bpodgen.write_other_protocol(bpodgen.session_path(tmp_path, "dl7", "Olfaction", START), n_trials=15,
+                                        fmt=fmt, start=START)
+    records = parse_behavior_file(path)
+    assert records.trials == ()
+    assert records.skipped == {"not a MAP delay-response session (no TrialTypes, TrialSettings)": 15}
+    assert records.trial_count == 15 and records.session_date == START.date()
+    assert records.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_session_lacking_one_map_field_is_another_protocol_too(tmp_path):
+    built = bpodgen.build_session(n_trials=6, start=START)
+    del built.session_data["TrialSettings"]
+    path = bpodgen.session_path(tmp_path, "dl7", "tw", START)
+    path.parent.mkdir(parents=True)
+    bpodgen.write_mat(path, {"SessionData": built.session_data}, start=START)
+    assert parse_behavior_file(path).skipped == {"not a MAP delay-response session (no TrialSettings)": 6}
+
+
+@pytest.mark.parametrize("missing", [("RawData",), ("TrialStartTimestamp", "TrialTypes")])
+def test_a_file_without_the_bpod_core_stays_a_bad_file(tmp_path, missing):
+    built = bpodgen.build_session(n_trials=6, start=START)
+    for key in missing:
+        del built.session_data[key]
+    path = bpodgen.session_path(tmp_path, "dl7", "tw", START)
+    path.parent.mkdir(parents=True)
+    bpodgen.write_mat(path, {"SessionData": built.session_data}, start=START)
+    with pytest.raises(BehaviorFormatError, match=f"SessionData lacks {', '.join(missing)}$"):
+        parse_behavior_file(path)
+
+
+@pytest.mark.parametrize("fmt", ["v5", "v7.3"])
+def test_a_file_declaring_more_than_the_bound_is_refused(tmp_path, fmt):
+    path = bpodgen.session_path(tmp_path, "dl7", "tw", START)
+    write = bpodgen.write_v5_bomb if fmt == "v5" else bpodgen.write_v73_bomb
+    write(path, 20 * 2**20)
+    with pytest.raises(BehaviorFormatError) as error:
+        parse_behavior_file(path, max_inflated_bytes=16 * 2**20)
+    assert "of content, over ingest.max_inflated_bytes (16 MiB)" in error.value.problem
+    assert str(path) in str(error.value) and not error.value.transient

@@ -7,6 +7,7 @@ the probe's bitcode file, whose ten bitcodes are the first ten trials' randomID.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, time
 
 import pytest
@@ -14,6 +15,7 @@ import scipy.io
 
 from conftest import REAL_SESSION, TEST_DATA
 from mapd.formats.behavior import merge_session, parse_behavior_file
+from mapd.formats.matfile import load_mat
 
 # Reversal is 1 throughout: TrialType 1 -> left, 0 -> right.
 TRIAL_TYPES = [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0]
@@ -95,6 +97,17 @@ def test_licks_by_port_name(records):
     ]
     # Port1Out (code 70) is not a lick: the original pipeline's bug.
     assert sum(len(t.actions) for t in records.trials) == 2 + 3 + 6 + 11 + 5 + 1 + 3 + 26 + 2 + 2 + 2
+
+
+def test_records_carry_what_was_read(records):
+    status = REAL_SESSION.stat()
+    assert records.sha256 == hashlib.sha256(REAL_SESSION.read_bytes()).hexdigest()
+    assert (records.size, records.mtime) == (status.st_size, status.st_mtime)
+
+
+def test_its_info_session_date_agrees_with_its_name(records):
+    info = load_mat(REAL_SESSION, ["SessionData"])["SessionData"]["Info"]
+    assert info["SessionDate"] == "25-Feb-2018" and records.name.session_date == date(2018, 2, 25)
 
 
 def test_parsing_leaves_the_file_untouched(records):

@@ -1,11 +1,16 @@
-"""mapd.formats.matfile.load_mat and the Bpod file generator test_data/bpodgen.py (no database)."""
+"""mapd.formats.matfile (read_mat, load_mat) and the Bpod file generator test_data/bpodgen.py (no database)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import resource
+import socket
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ if str(TEST_DATA) not in sys.path:  # test_data is not a package
 
 import bpodgen  # noqa: E402
 
-from mapd.formats.matfile import MatFileError, load_mat  # noqa: E402
+from mapd.formats.matfile import MatFileError, load_mat, read_mat  # noqa: E402
 
 REAL_NAME = "dl25_tw2_20180225_102508.mat"
 FORMATS = ("v5", "v7.3")
@@ -383,6 +388,147 @@ def test_loading_leaves_the_file_untouched(tmp_path: Path, fmt: str, real_file: 
         before = file_state(target)
         load_mat(target)
         assert file_state(target) == before
+
+
+# --------------------------------------------------------------------------
+# What was read: one read, a checksum of those bytes, regular files only.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_checksum_size_and_mtime_are_of_the_bytes_read(tmp_path: Path, fmt: str, real_file: Path) -> None:
+    generated = bpodgen.write_session(tmp_path / "s.mat", n_trials=3, fmt=fmt).path
+    for path in (generated, real_file):
+        mat = read_mat(path, ["SessionData"])
+        status = path.stat()
+        assert mat.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert (mat.size, mat.mtime) == (status.st_size, status.st_mtime)
+        assert_same(mat.variables, load_mat(path, ["SessionData"]))
+
+
+def _read_in_thread(path: Path, seconds: float = 5.0) -> BaseException | None:
+    """read_mat's error, from a thread given ``seconds``: a blocked read fails the test, not hangs it."""
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            read_mat(path)
+            outcome.append(None)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome.append(error)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"read_mat({path}) still blocked after {seconds} s"
+    return outcome[0]
+
+
+def test_fifo_socket_device_and_directory_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "dl25_tw2_20180225_102508.mat"
+    os.mkfifo(fifo)  # no writer: opening it for reading would block forever
+    sock_path = tmp_path / "sock.mat"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    device = tmp_path / "zero.mat"
+    device.symlink_to("/dev/zero")  # endless zeros, if it were read
+    folder = tmp_path / "folder.mat"
+    folder.mkdir()
+    try:
+        for path, kind in [(fifo, "a FIFO"), (sock_path, "a socket"), (device, "a character device"),
+                           (folder, "a directory")]:
+            error = _read_in_thread(path)
+            assert isinstance(error, MatFileError), error
+            assert error.problem == f"not a regular file ({kind})" and not error.transient
+            assert str(error) == f"{path}: not a regular file ({kind})"
+    finally:
+        server.close()
+
+
+# --------------------------------------------------------------------------
+# Declared sizes: refused before anything is inflated.
+# --------------------------------------------------------------------------
+
+BOUND = 512 * 2**20  # ingest.max_inflated_bytes' default
+
+
+@pytest.fixture(scope="module")
+def v5_bomb(tmp_path_factory) -> tuple[Path, int]:
+    path = tmp_path_factory.mktemp("bomb") / "dl25_tw2_20180225_102508.mat"
+    return path, bpodgen.write_v5_bomb(path, 600 * 10**6)
+
+
+def _refused(read) -> MatFileError:
+    """The MatFileError ``read`` raises; the test fails if reading grew this process's peak memory.
+
+    ru_maxrss is the peak resident size so far: inflating the content (hundreds
+    of MB) would raise it far beyond anything the suite used before.
+    """
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(MatFileError) as error:
+        read()
+    assert time.perf_counter() - started < 1.0
+    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux: KiB
+    assert growth < 50 * 2**20, f"peak memory grew by {growth / 2**20:.0f} MiB: the content was inflated"
+    return error.value
+
+
+def test_v5_bomb_is_refused_from_its_declared_size(v5_bomb: tuple[Path, int]) -> None:
+    path, declared = v5_bomb
+    assert path.stat().st_size < 1_000_000 and declared > 600 * 10**6
+    error = _refused(lambda: read_mat(path, ["SessionData"], max_inflated_bytes=BOUND))
+    assert str(error) == f"{path}: declares 572.2 MiB of content, over ingest.max_inflated_bytes (512 MiB)"
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian IM", "big-endian MI"])
+def test_v5_bound_is_exact_in_either_byte_order(tmp_path: Path, order: str) -> None:
+    path = tmp_path / "small_bomb.mat"
+    declared = bpodgen.write_v5_bomb(path, 3 * 10**6, order=order)
+    data = read_mat(path, max_inflated_bytes=declared).variables  # just under: read
+    assert data["SessionData"]["TrialStartTimestamp"].shape == (375_000,)
+    with pytest.raises(MatFileError, match=f"declares {declared:,} bytes of content, over ingest.max_inflated_bytes"):
+        read_mat(path, max_inflated_bytes=declared - 1)
+    assert load_mat(path)["SessionData"]["TrialStartTimestamp"].shape == (375_000,)  # no bound: no check
+
+
+def test_v5_bound_counts_only_the_variables_read(tmp_path: Path, v5_bomb: tuple[Path, int]) -> None:
+    notes = tmp_path / "notes.mat"
+    scipy.io.savemat(notes, {"Notes": "a small variable before the bomb"})
+    both = tmp_path / "both.mat"
+    both.write_bytes(notes.read_bytes() + v5_bomb[0].read_bytes()[128:])  # two variables, one file
+    assert read_mat(both, ["Notes"], max_inflated_bytes=2**20).variables == {"Notes": "a small variable before the bomb"}
+    with pytest.raises(MatFileError, match="declares 572.2 MiB of content"):
+        read_mat(both, max_inflated_bytes=BOUND)
+
+
+def test_v73_datasets_declaring_more_than_the_bound_are_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb73.mat"
+    bpodgen.write_v73_bomb(bomb, 3_200_000_000)
+    assert bomb.stat().st_size < 100_000
+    error = _refused(lambda: read_mat(bomb, ["SessionData"], max_inflated_bytes=BOUND))
+    assert error.problem == "declares at least 3 GiB of content, over ingest.max_inflated_bytes (512 MiB)"
+
+    small = tmp_path / "small73.mat"
+    declared = bpodgen.write_v73_bomb(small, 4_000_000)
+    assert read_mat(small, max_inflated_bytes=declared).variables["SessionData"]["TrialStartTimestamp"].shape == (500_000,)
+    with pytest.raises(MatFileError, match="declares at least 4,000,000 bytes of content"):
+        read_mat(small, max_inflated_bytes=declared - 1)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_real_sized_session_is_far_under_the_default_bound(tmp_path: Path, fmt: str, real_file: Path) -> None:
+    generated = bpodgen.write_session(tmp_path / "s.mat", n_trials=40, fmt=fmt).path
+    for path in (generated, real_file):
+        assert read_mat(path, ["SessionData"], max_inflated_bytes=BOUND).variables["SessionData"]["nTrials"] > 0
+
+
+def test_a_file_larger_on_disk_than_the_bound_is_not_read(tmp_path: Path) -> None:
+    path = bpodgen.write_session(tmp_path / "s.mat", n_trials=3).path
+    size = path.stat().st_size
+    with pytest.raises(MatFileError, match=r"on disk, over ingest.max_inflated_bytes"):
+        read_mat(path, max_inflated_bytes=size - 1)
+    assert read_mat(path, max_inflated_bytes=size).size == size
 
 
 # --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .matfile import MatFileError, load_mat
+from .matfile import MatFileError, read_mat
 
 TASK = "audio delay"
 TASK_PROTOCOL = 1
@@ -33,6 +33,16 @@ SESSION_DATA_DIR = "Session Data"
 REQUIRED_STATES = ("PreSamplePeriod", "SamplePeriod", "DelayPeriod", "ResponseCue", "StopLicking", "TrialEnd")
 REQUIRED_FIELDS = ("TrialStartTimestamp", "TrialTypes", "TrialSettings", "RawData")
 RAW_DATA_FIELDS = ("OriginalStateNamesByNumber", "OriginalStateData", "OriginalStateTimestamps")
+# Every Bpod session has these; a file lacking them is a bad file. A Bpod file with
+# them but without the MAP protocol's own fields is another protocol's session:
+# not a bad file, just nothing to ingest (its trials are counted as skipped).
+BPOD_CORE_FIELDS = ("TrialStartTimestamp", "RawData")
+MAP_FIELDS = ("TrialTypes", "TrialSettings")
+
+# Info.SessionDate is written by Bpod as e.g. 25-Feb-2018 (English month names
+# whatever the rig's locale, so they are not parsed with the local %b).
+SESSION_DATE_PATTERN = re.compile(r"\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s*")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # Licks are taken by event name, not code: Bpod's event codes depend on its
 # version. In the real MAP file (Bpod 0.7-0.9) code 70 is Port1Out, so the
@@ -125,6 +135,10 @@ class BehaviorFileRecords:
     session_time: time
     trials: tuple[TrialRecord, ...]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> trials skipped
+    # What was read and parsed (one read: the checksum is of the parsed bytes).
+    sha256: str = ""  # hex digest of the file's bytes
+    size: int = 0  # (bytes)
+    mtime: float = 0.0  # (s since the epoch) of the file when it was read
 
     @property
     def trial_count(self) -> int:
@@ -159,30 +173,80 @@ class SessionRecords:
         return dict(total)
 
 
-def parse_behavior_file(path: str | Path) -> BehaviorFileRecords:
-    """Read one Bpod file; raises BehaviorFormatError naming the file and the problem."""
+def parse_behavior_file(path: str | Path, *, max_inflated_bytes: int | None = None) -> BehaviorFileRecords:
+    """Read one Bpod file; raises BehaviorFormatError naming the file and the problem.
+
+    ``max_inflated_bytes``: refuse a file declaring more content than this
+    (see :func:`mapd.formats.matfile.read_mat`). A Bpod session of another
+    protocol gives records with no trials, all counted as skipped.
+    """
     path = Path(path)
     name = BehaviorFileName.parse(path.name)
     try:
-        session_data = load_mat(path, ["SessionData"])["SessionData"]
+        mat = read_mat(path, ["SessionData"], max_inflated_bytes=max_inflated_bytes)
     except MatFileError as error:
         raise BehaviorFormatError(path, error.problem, transient=error.transient) from None
+    session_data = mat.variables["SessionData"]
     if not isinstance(session_data, dict):
         raise BehaviorFormatError(path, "SessionData is not a struct")
-    missing = [key for key in REQUIRED_FIELDS if key not in session_data]
-    raw_data = session_data.get("RawData")
-    if isinstance(raw_data, dict):
-        missing += [f"RawData.{key}" for key in RAW_DATA_FIELDS if key not in raw_data]
-    if missing:
-        raise BehaviorFormatError(path, f"SessionData lacks {', '.join(missing)}")
+    _check_bpod_core(path, session_data)
+    _check_session_date(path, name, session_data.get("Info"))
+    read = dict(sha256=mat.sha256, size=mat.size, mtime=mat.mtime)
+    missing = [key for key in MAP_FIELDS if key not in session_data]
     try:
-        return _parse_session_data(path, name, session_data)
+        if missing:
+            return _other_protocol(path, name, session_data, missing, read)
+        return _parse_session_data(path, name, session_data, read)
     except (TypeError, ValueError, KeyError, IndexError) as error:
         # A field of the wrong shape or type deep inside the struct.
         raise BehaviorFormatError(path, f"malformed SessionData: {type(error).__name__}: {error}") from None
 
 
-def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any]) -> BehaviorFileRecords:
+def _check_bpod_core(path: Path, data: dict[str, Any]) -> None:
+    """A file without Bpod's own fields is a bad file (the MAP fields are named too when missing)."""
+    missing = [key for key in REQUIRED_FIELDS if key not in data]
+    raw_data = data.get("RawData")
+    if isinstance(raw_data, dict):
+        missing += [f"RawData.{key}" for key in RAW_DATA_FIELDS if key not in raw_data]
+    if any(key not in MAP_FIELDS for key in missing):
+        raise BehaviorFormatError(path, f"SessionData lacks {', '.join(missing)}")
+
+
+def _other_protocol(path: Path, name: BehaviorFileName, data: dict[str, Any], missing: list[str],
+                    read: dict[str, Any]) -> BehaviorFileRecords:
+    """Records of a Bpod session of another protocol: no trials, all of them skipped for that reason."""
+    reason = f"not a MAP delay-response session (no {', '.join(missing)})"
+    return BehaviorFileRecords(path=path, name=name, session_date=name.session_date,
+                               session_time=_session_time(data.get("Info"), name), trials=(),
+                               skipped={reason: _trial_count(data)}, **read)
+
+
+def _check_session_date(path: Path, name: BehaviorFileName, info: Any) -> None:
+    """A file whose name's date is not its own session date is a renamed copy: not ingested."""
+    text = info.get("SessionDate") if isinstance(info, dict) else None
+    found = SESSION_DATE_PATTERN.fullmatch(text) if isinstance(text, str) else None
+    month = found[2].title() if found else None
+    if month not in MONTHS:
+        return  # no usable Info.SessionDate: the name alone dates the file
+    try:
+        written = date(int(found[3]), MONTHS.index(month) + 1, int(found[1]))
+    except ValueError:
+        return
+    if written != name.session_date:
+        raise BehaviorFormatError(
+            path, f"the file name's date {name.session_date} disagrees with SessionData.Info.SessionDate "
+                  f"{text.strip()} ({written}): a renamed copy of another session?")
+
+
+def _trial_count(data: dict[str, Any]) -> int:
+    declared = _number(data.get("nTrials"))
+    if declared is not None and declared >= 0:
+        return int(declared)
+    return int(np.atleast_1d(np.asarray(data["TrialStartTimestamp"])).size)
+
+
+def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any],
+                        read: dict[str, Any]) -> BehaviorFileRecords:
     starts = np.atleast_1d(np.asarray(data["TrialStartTimestamp"], dtype=float))
     n = starts.size
     raw = data["RawData"]
@@ -228,6 +292,7 @@ def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any]
         session_time=_session_time(data.get("Info"), name),
         trials=tuple(trials),
         skipped=dict(skipped),
+        **read,
     )
 
 

@@ -1,5 +1,14 @@
 """Read MATLAB mat-files (v5/v7 and v7.3) into one normalized Python structure.
 
+:func:`read_mat` reads a file's bytes once, from a regular file only (a
+FIFO, socket or device named ``*.mat`` is refused without blocking), and
+parses those same bytes: its :class:`MatFile` carries the bytes' SHA-256,
+size and modification time, so the checksum is of what was parsed.
+Before anything is inflated, the sizes the file declares (v5: each
+variable's byte count, compressed ones included; v7.3: each dataset's
+shape and type) are checked against ``max_inflated_bytes``: a few MB of
+compressed zeros cannot make the reader allocate gigabytes.
+
 v5/v7 files are read with ``scipy.io.loadmat``; v7.3 files (HDF5 behind a
 512-byte MATLAB header) with h5py. Both give the same structure, which is
 scipy's ``squeeze_me=True`` view of the data with MATLAB's own classes
@@ -26,20 +35,37 @@ collapses (``RawEvents['Trial']`` is a dict, not a list of one dict;
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
 import os
 import re
+import stat
+import struct
 import warnings
+import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MatFileError", "load_mat"]
+__all__ = ["MatFile", "MatFileError", "load_mat", "read_mat"]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MAT_HEADER_BYTES = 128
 _V73_USERBLOCK = 512
 _SKIPPED_V73_GROUPS = ("#refs#", "#subsystem#")
+
+# v5 data element types (MATLAB's "MAT-File Format", table 1-1).
+_MI_INT8, _MI_MATRIX, _MI_COMPRESSED = 1, 14, 15
+# Inflated bytes enough for a compressed variable's header: its miMATRIX tag, array
+# flags, dimensions (up to ~100 of them) and name (at most 63 characters).
+_V5_HEADER_PEEK = 1024
+# Where the config names the bound, so that a refusal says what to change.
+_BOUND_SETTING = "ingest.max_inflated_bytes"
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 class MatFileError(Exception):
@@ -53,41 +79,73 @@ class MatFileError(Exception):
         super().__init__(f"{self.path}: {problem}")
 
 
-def load_mat(
+@dataclass(frozen=True)
+class MatFile:
+    """A mat-file's variables and what was read to get them."""
+
+    variables: dict[str, Any]  # {variable name: normalized value} (see the module doc)
+    sha256: str  # hex digest of the bytes that were parsed
+    size: int  # (bytes) from the fstat of the descriptor that was read
+    mtime: float  # (s since the epoch) idem
+
+
+def read_mat(
     path: str | os.PathLike[str],
     variables: Sequence[str] | None = None,
     *,
     required_fields: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, Any]:
-    """Read a MATLAB mat-file (v5, v7 or v7.3) as ``{variable name: value}``.
+    max_inflated_bytes: int | None = None,
+) -> MatFile:
+    """Read a MATLAB mat-file (v5, v7 or v7.3): its variables, checksum, size and mtime.
 
     ``variables`` limits the result to those variables; each must exist.
     ``required_fields`` maps a variable to field names its struct must have,
     e.g. ``{"SessionData": ["RawData", "TrialSettings"]}``.
-    The file is only opened for reading. Raises :class:`MatFileError` on any
-    problem (missing, empty, truncated or corrupt file, not a mat-file,
-    a requested variable or field missing).
+    ``max_inflated_bytes`` refuses, before inflating, a file whose variables
+    to be read declare more content than this (None: no bound).
+    The file is only opened for reading, once. Raises :class:`MatFileError`
+    on any problem (missing, empty, truncated or corrupt file, not a regular
+    file, not a mat-file, too large, a requested variable or field missing).
     """
     if isinstance(variables, str):  # a lone name is a common slip: not a list of letters
         variables = [variables]
     wanted = None if variables is None else list(dict.fromkeys(variables))
     file = os.fspath(path)
-    version = _detect_version(file)
+    content, status = _read_regular_file(file, max_inflated_bytes)
+    version = _detect_version(file, content)
+    if version == "5":
+        _check_v5_elements(file, content, wanted, max_inflated_bytes)
     try:
-        data = _load_v73(file, wanted) if version == "7.3" else _load_v5(file, wanted)
+        data = _load_v73(file, content, wanted, max_inflated_bytes) if version == "7.3" else _load_v5(content, wanted)
     except (MatFileError, MemoryError):
         raise
     except Exception as exc:  # scipy/h5py raise many types on damaged files
         raise MatFileError(file, f"corrupt or truncated MAT-file ({_describe(exc)})") from exc
-    if wanted is not None:
-        missing = [name for name in wanted if name not in data]
-        if missing:
-            noun = "variable" if len(missing) == 1 else "variables"
-            raise MatFileError(file, f"no {noun} {', '.join(missing)}")
-        data = {name: data[name] for name in wanted}
+    data = _select(file, data, wanted)
     for name, fields in (required_fields or {}).items():
         _check_fields(file, data, name, fields)
-    return data
+    return MatFile(data, hashlib.sha256(content).hexdigest(), status.st_size, status.st_mtime)
+
+
+def load_mat(
+    path: str | os.PathLike[str],
+    variables: Sequence[str] | None = None,
+    *,
+    required_fields: Mapping[str, Sequence[str]] | None = None,
+    max_inflated_bytes: int | None = None,
+) -> dict[str, Any]:
+    """The variables of :func:`read_mat` alone, as ``{variable name: value}``."""
+    return read_mat(path, variables, required_fields=required_fields, max_inflated_bytes=max_inflated_bytes).variables
+
+
+def _select(file: str, data: dict[str, Any], wanted: list[str] | None) -> dict[str, Any]:
+    if wanted is None:
+        return data
+    missing = [name for name in wanted if name not in data]
+    if missing:
+        noun = "variable" if len(missing) == 1 else "variables"
+        raise MatFileError(file, f"no {noun} {', '.join(missing)}")
+    return {name: data[name] for name in wanted}
 
 
 def _check_fields(file: str, data: dict[str, Any], name: str, fields: Sequence[str]) -> None:
@@ -106,25 +164,94 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _size(n: int) -> str:
+    """Bytes in the binary units the config's defaults are written in (512 MiB, 2 GiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+def _too_large(file: str, declared: int, bound: int, *, at_least: bool = False) -> MatFileError:
+    amount, limit = _size(declared), _size(bound)
+    if amount == limit:  # too close to tell apart once rounded
+        amount, limit = f"{declared:,} bytes", f"{bound:,} bytes"
+    return MatFileError(file, f"declares {'at least ' if at_least else ''}{amount} of content, "
+                              f"over {_BOUND_SETTING} ({limit})")
+
+
+# --------------------------------------------------------------------------
+# Reading the bytes: regular files only, never blocking, once.
+# --------------------------------------------------------------------------
+
+
+def _read_regular_file(path: str, bound: int | None) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and the fstat of the descriptor they were read from.
+
+    O_NONBLOCK: opening a FIFO without a writer would block forever; with the
+    flag it opens at once and fstat tells what it is before anything is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _open_problem(path, exc) from None
+    try:
+        before = os.fstat(fd)
+        kind = _not_regular(before.st_mode)
+        if kind:
+            raise MatFileError(path, f"not a regular file ({kind})")
+        if bound is not None and before.st_size > bound:
+            raise MatFileError(path, f"is {_size(before.st_size)} on disk, over {_BOUND_SETTING} ({_size(bound)})")
+        content = _read_all(fd, before.st_size)
+        after = os.fstat(fd)
+    except OSError as exc:
+        raise MatFileError(path, f"cannot read file ({_describe(exc)})", transient=True) from exc
+    finally:
+        os.close(fd)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(content) != after.st_size:
+        raise MatFileError(path, "file changed while it was read (still being written?)", transient=True)
+    return content, after
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    # One byte more than fstat said: a file still growing shows up as a size change.
+    parts, want = [], size + 1
+    while chunk := os.read(fd, max(want, 1 << 16)):
+        parts.append(chunk)
+        want = 1 << 20
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a non-regular file is ('a FIFO', ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a regular file")
+
+
+def _open_problem(path: str, exc: OSError) -> MatFileError:
+    if isinstance(exc, FileNotFoundError):
+        return MatFileError(path, "file not found", transient=True)
+    if isinstance(exc, PermissionError):
+        return MatFileError(path, "cannot read file (permission denied)", transient=True)
+    try:  # a socket cannot be opened at all (ENXIO): say what it is
+        kind = _not_regular(os.stat(path).st_mode)
+    except OSError:
+        kind = None
+    if kind:
+        return MatFileError(path, f"not a regular file ({kind})")
+    return MatFileError(path, f"cannot read file ({_describe(exc)})", transient=True)
+
+
 # --------------------------------------------------------------------------
 # Format detection.
 # --------------------------------------------------------------------------
 
 
-def _detect_version(path: str) -> str:
+def _detect_version(path: str, content: bytes) -> str:
     """'5' or '7.3' from the 128-byte header; MatFileError for anything else."""
-    try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as fh:
-            head = fh.read(_V73_USERBLOCK + len(_HDF5_SIGNATURE))
-    except FileNotFoundError:
-        raise MatFileError(path, "file not found", transient=True) from None
-    except IsADirectoryError:
-        raise MatFileError(path, "is a directory, not a MAT-file") from None
-    except PermissionError:
-        raise MatFileError(path, "cannot read file (permission denied)", transient=True) from None
-    except OSError as exc:
-        raise MatFileError(path, f"cannot read file ({_describe(exc)})", transient=True) from exc
+    size = len(content)
+    head = content[: _V73_USERBLOCK + len(_HDF5_SIGNATURE)]
     if size == 0:
         raise MatFileError(path, "empty file (0 bytes)")
     if len(head) < _MAT_HEADER_BYTES:
@@ -138,7 +265,6 @@ def _detect_version(path: str) -> str:
         raise MatFileError(path, "not a MAT-file (no MATLAB v5/v7/v7.3 header)")
     major = head[125] if endian == b"IM" else head[124]
     if major == 1:
-        _check_v5_extent(path, head, size)
         return "5"
     if major == 2:
         if len(head) < _V73_USERBLOCK + len(_HDF5_SIGNATURE):
@@ -149,31 +275,80 @@ def _detect_version(path: str) -> str:
     raise MatFileError(path, f"unsupported MAT-file version (header version byte {major})")
 
 
-def _check_v5_extent(path: str, head: bytes, size: int) -> None:
-    """Walk the top-level element tags: a truncated file has one running past the end.
+# --------------------------------------------------------------------------
+# v5: the top-level element tags, before scipy reads anything.
+# --------------------------------------------------------------------------
+
+
+def _check_v5_elements(path: str, content: bytes, wanted: list[str] | None, bound: int | None) -> None:
+    """Refuse a truncated file, or one whose variables to be read declare more than ``bound``.
 
     scipy can return the variables before a cut without complaint, so the
-    file's own byte counts are checked first.
+    file's own byte counts are checked first; a compressed variable's size
+    is the byte count of its inflated miMATRIX tag, read by inflating only
+    the first bytes of it.
     """
-    order = "<" if head[126:128] == b"IM" else ">"
-    tag_dtype = np.dtype(f"{order}u4")
-    pos = _MAT_HEADER_BYTES
-    with open(path, "rb") as fh:
-        while pos < size:
-            fh.seek(pos)
-            tag = fh.read(8)
-            if len(tag) < 8:
-                raise MatFileError(path, f"truncated MAT-file (incomplete element header at byte {pos} of {size})")
-            mdtype, nbytes = np.frombuffer(tag, dtype=tag_dtype)
-            if mdtype >> 16:  # "small data element": 4 bytes of data inside the tag
-                pos += 8
-                continue
-            end = pos + 8 + int(nbytes)
-            if end > size:
-                raise MatFileError(
-                    path, f"truncated MAT-file (a variable needs {end} bytes, the file has {size})"
-                )
-            pos = end
+    order = "<" if content[126:128] == b"IM" else ">"
+    declared = 0
+    for pos, mdtype, nbytes in _v5_elements(path, content, order):
+        element = memoryview(content)[pos + 8: pos + 8 + nbytes]
+        if mdtype == _MI_COMPRESSED:
+            try:
+                head = zlib.decompressobj().decompress(element, _V5_HEADER_PEEK)
+            except zlib.error as exc:
+                raise MatFileError(path, f"corrupt MAT-file (compressed variable at byte {pos}: {exc})") from None
+            name, size = _v5_matrix_header(head, order)
+        else:
+            name, size = _v5_matrix_header(content[pos: pos + _V5_HEADER_PEEK], order)
+        if wanted is None or name is None or name in wanted:
+            declared += nbytes + 8 if size is None else size
+    if bound is not None and declared > bound:
+        raise _too_large(path, declared, bound)
+
+
+def _v5_elements(path: str, content: bytes, order: str):
+    """(offset, type, byte count) of each top-level data element; MatFileError where one is cut."""
+    size, pos = len(content), _MAT_HEADER_BYTES
+    tag = struct.Struct(f"{order}II")
+    while pos < size:
+        if pos + 8 > size:
+            raise MatFileError(path, f"truncated MAT-file (incomplete element header at byte {pos} of {size})")
+        mdtype, nbytes = tag.unpack_from(content, pos)
+        if mdtype >> 16:  # "small data element": 4 bytes of data inside the tag
+            pos += 8
+            continue
+        end = pos + 8 + nbytes
+        if end > size:
+            raise MatFileError(path, f"truncated MAT-file (a variable needs {end} bytes, the file has {size})")
+        yield pos, mdtype, nbytes
+        pos = end
+
+
+def _v5_matrix_header(head: bytes, order: str) -> tuple[str | None, int | None]:
+    """(variable name, element bytes with its tag) of a miMATRIX element's first bytes; None where unknown."""
+    if len(head) < 8:
+        return None, None
+    mdtype, nbytes = struct.unpack_from(f"{order}II", head)
+    if mdtype != _MI_MATRIX:
+        return None, nbytes + 8
+    pos = 8
+    for _ in range(2):  # array flags, dimensions
+        pos = _v5_subelement(head, pos, order)[1]
+    data, _ = _v5_subelement(head, pos, order)
+    return (data.decode("latin-1") if data is not None else None), nbytes + 8
+
+
+def _v5_subelement(head: bytes, pos: int, order: str) -> tuple[bytes | None, int]:
+    """(data, offset after it) of the sub-element at ``pos``; data None when ``head`` ends first."""
+    if pos + 8 > len(head):
+        return None, len(head)
+    mdtype, nbytes = struct.unpack_from(f"{order}II", head, pos)
+    if mdtype >> 16:  # small format: type and byte count in 4 bytes, up to 4 bytes of data
+        return head[pos + 4: pos + 4 + (mdtype >> 16)], pos + 8
+    end = pos + 8 + nbytes
+    if end > len(head):
+        return None, len(head)
+    return head[pos + 8: end], end + (-nbytes % 8)
 
 
 # --------------------------------------------------------------------------
@@ -181,7 +356,7 @@ def _check_v5_extent(path: str, head: bytes, size: int) -> None:
 # --------------------------------------------------------------------------
 
 
-def _load_v5(path: str, wanted: list[str] | None) -> dict[str, Any]:
+def _load_v5(content: bytes, wanted: list[str] | None) -> dict[str, Any]:
     import scipy.io
     from scipy.io.matlab import mat_struct
 
@@ -193,9 +368,9 @@ def _load_v5(path: str, wanted: list[str] | None) -> dict[str, Any]:
         # such files are read again with their stored dtypes.
         warnings.simplefilter("error", np.exceptions.ComplexWarning)
         try:
-            raw = scipy.io.loadmat(path, mat_dtype=True, **options)
+            raw = scipy.io.loadmat(io.BytesIO(content), mat_dtype=True, **options)
         except np.exceptions.ComplexWarning:
-            raw = scipy.io.loadmat(path, mat_dtype=False, **options)
+            raw = scipy.io.loadmat(io.BytesIO(content), mat_dtype=False, **options)
     return {
         name: _from_scipy(value, mat_struct) for name, value in raw.items() if not name.startswith("__")
     }
@@ -232,16 +407,20 @@ _NUMERIC_DTYPES: dict[str, np.dtype] = {
 }
 
 
-def _load_v73(path: str, wanted: list[str] | None) -> dict[str, Any]:
+def _load_v73(path: str, content: bytes, wanted: list[str] | None, bound: int | None) -> dict[str, Any]:
     import h5py
+    from h5py import h5f, h5p
 
     try:
-        # locking=False: reading needs no lock, and locks fail on some network shares.
-        f = h5py.File(path, "r", locking=False)
+        # The bytes already read, as an in-memory file image: no second read of the file.
+        access = h5p.create(h5p.FILE_ACCESS)
+        access.set_fapl_core(backing_store=False)
+        access.set_file_image(content)
+        f = h5py.File(h5f.open(b"mat-file image", h5f.ACC_RDONLY, fapl=access))
     except OSError as exc:
         raise MatFileError(path, _hdf5_open_problem(exc)) from exc
     with f:
-        reader = _H5Reader(f)
+        reader = _H5Reader(f, _Budget(path, bound))
         names = [name for name in f.keys() if name not in _SKIPPED_V73_GROUPS]
         if wanted is not None:
             names = [name for name in names if name in wanted]
@@ -257,6 +436,23 @@ def _hdf5_open_problem(exc: OSError) -> str:
     return f"corrupt v7.3 MAT-file (HDF5 cannot open it: {text})"
 
 
+class _Budget:
+    """The running total of the datasets' declared sizes, refused once over the bound.
+
+    Counted as each dataset is about to be read (no separate pass over the
+    file): HDF5 compresses chunks, and unwritten chunks take no space at
+    all, so a small file can declare datasets of any size.
+    """
+
+    def __init__(self, path: str, bound: int | None) -> None:
+        self.path, self.bound, self.total = path, bound, 0
+
+    def take(self, nbytes: int) -> None:
+        self.total += nbytes
+        if self.bound is not None and self.total > self.bound:
+            raise _too_large(self.path, self.total, self.bound, at_least=True)
+
+
 class _H5Reader:
     """Converts MATLAB's HDF5 layout into the normalized structure.
 
@@ -265,7 +461,7 @@ class _H5Reader:
     identifier, each type lookup) decides the reading time.
     """
 
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: Any, budget: _Budget) -> None:
         import h5py
         from h5py import h5a, h5d, h5g, h5o, h5r, h5s, h5t
 
@@ -279,6 +475,7 @@ class _H5Reader:
         self._ref_dtype = h5py.ref_dtype
         self._fields_dtype = h5py.vlen_dtype(np.dtype("S1"))
         self._mtypes: dict[str, Any] = {}
+        self._budget = budget
 
     def read(self, name: str) -> Any:
         return self._node(self._h5o.open(self._root, name.encode()))
@@ -317,6 +514,7 @@ class _H5Reader:
         """Read a dataset (as ``dtype``, default its own) transposed to MATLAB's dims."""
         if dtype is None:
             dtype = dsid.dtype
+        self._budget.take(math.prod(dsid.shape) * dtype.itemsize)  # before allocating it
         data = np.empty(dsid.shape, dtype=dtype)
         dsid.read(self._h5s.ALL, self._h5s.ALL, data, mtype=self._mtype(dtype))
         return data.T
