@@ -25,6 +25,9 @@ def state_dir(tmp_path_factory) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     yield path
+    from mapd.database import release_embedded
+
+    release_embedded(path)  # whoever started a server on it: gone before its data directory is
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -61,12 +64,14 @@ def load(write_config):
 
 @pytest.fixture(scope="session")
 def database(state_dir):
-    """The MAP schemas on a real embedded PostgreSQL, for the whole test run."""
+    """The MAP schemas on a real embedded PostgreSQL, for the whole test run; stopped at its end."""
     from mapd.config import parse_config
+    from mapd.database import release_embedded
     from mapd.runtime import open_database
 
     config = parse_config(f"state_dir: {state_dir}\nsession_user: daveliu\n", state_dir / "mapd.yaml")
-    return open_database(config)
+    yield open_database(config)
+    release_embedded(state_dir)  # the last user (subprocesses have exited): the server stops now
 
 
 @pytest.fixture
@@ -102,13 +107,23 @@ def place_real_session(root: Path, h2o: str = "dl25") -> Path:
     return target
 
 
-def run_mapd(*args: str, config: Path | None = None, timeout: float = 300, env: dict | None = None):
-    """Run the installed ``mapd`` command in a subprocess (as a user would)."""
+def mapd_command(*args: str, config: Path | None = None) -> list[str]:
+    """The installed ``mapd`` command line, as a user would type it."""
     command = [sys.executable, "-m", "mapd"]
     if config is not None:
         command += ["--config", str(config)]
-    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout,
+    return command + list(args)
+
+
+def run_mapd(*args: str, config: Path | None = None, timeout: float = 300, env: dict | None = None):
+    """Run the installed ``mapd`` command in a subprocess (as a user would)."""
+    return subprocess.run(mapd_command(*args, config=config), capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=str(REPO))
+
+
+def start_mapd(*args: str, config: Path | None = None, **popen) -> subprocess.Popen:
+    """Start the installed ``mapd`` command in a subprocess and return at once (the caller waits for it)."""
+    return subprocess.Popen(mapd_command(*args, config=config), cwd=str(REPO), text=True, **popen)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,5 +135,5 @@ def quiet_datajoint():
 
     logs.configure()
     yield
-    # The embedded server's exit handler logs after pytest has closed its capture.
+    # Exit handlers may log after pytest has closed its capture.
     logging.getLogger().handlers[:] = []

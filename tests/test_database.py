@@ -3,94 +3,204 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
+import pytest
 
-from conftest import REPO, place_real_session, run_mapd
+from conftest import place_real_session, run_mapd, start_mapd
+from mapd import database
 from mapd.backfill import rescan
+from mapd.config import load_config
 from mapd.runtime import open_database
 from mapd.schemas import experiment, ingest
 from mapd.subjects import SubjectEntry, add_subjects
 
-HOLD_OPEN = """
-import sys, time
-from mapd import logs
-from mapd.config import load_config
-logs.configure()
-from mapd.runtime import open_database
-open_database(load_config(sys.argv[1]))
-print("open", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
+# A one-shot command that holds the database open until its stdin is closed.
+HOLD = ("shell", "-c", "import sys; print('open', flush=True); sys.stdin.read()")
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A state dir of the test's own, for servers the test starts, kills and stops (not the run's shared one).
+
+    Returns (config path, state dir). Whatever the test did, its server is gone afterwards.
+    """
+    # Short (the socket lives in pgdata) and readable by the `pgserver` user postgres runs as under root.
+    state = Path(tempfile.mkdtemp(prefix="mapd-srv-", dir="/tmp"))
+    state.chmod(0o755)
+    config = tmp_path / "mapd.yaml"
+    config.write_text(f"state_dir: {state}\nsession_user: a\n")
+    yield config, state
+    database.release_embedded(state)  # stops it, if this process was its (last) user
+    for pid in postmasters(state / "pgdata"):
+        os.kill(pid, signal.SIGQUIT)  # a test that failed half-way: immediate shutdown
+    wait_until_stopped(state / "pgdata", 10)
+    subprocess.run(["rm", "-rf", str(state)])
 
 
 def postmasters(pgdata: Path) -> list[int]:
-    pids = []
+    """The live postmasters of ``pgdata`` (zombies have no command line and are not listed)."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
             if cmdline and cmdline[0].endswith(b"postgres") and str(pgdata).encode() in b" ".join(cmdline):
-                pids.append(int(proc.name))
-    return pids
+                found[int(proc.name)] = parent
+    # A child forked a moment ago still has its postmaster's command line.
+    return [pid for pid, parent in found.items() if parent not in found]
 
 
-def hold_open(config: Path, seconds: float) -> subprocess.Popen:
-    """A process that opens the database, says "open", and holds it for ``seconds``."""
-    return subprocess.Popen([sys.executable, "-c", HOLD_OPEN, str(config), str(seconds)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+def hold_open(config: Path) -> subprocess.Popen:
+    """``mapd shell`` using the database until the test closes its stdin."""
+    process = start_mapd(*HOLD, config=config, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdout.readline().strip() == "open"
+    return process
 
 
 def wait_until_stopped(pgdata: Path, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while postmasters(pgdata) and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
-def test_commands_share_one_server_which_stops_with_the_last(tmp_path):
-    state = Path(f"/tmp/mapd-share-{os.getpid()}")
-    config = tmp_path / "mapd.yaml"
-    config.write_text(f"state_dir: {state}\nsession_user: a\n")
-    long, short = hold_open(config, 8), hold_open(config, 1)
+def test_a_one_shot_command_stops_the_server_it_started(own_server):
+    config, state = own_server
+    result = run_mapd("status", config=config)  # a fresh state dir: it creates and starts the server
+    assert result.returncode == 0, result.stderr
+    # Stopped before the command exited, cleanly (a crash leaves postmaster.pid behind).
+    assert postmasters(state / "pgdata") == []
+    assert (state / "pgdata" / "PG_VERSION").exists() and not (state / "pgdata" / "postmaster.pid").exists()
+
+
+def test_commands_share_one_server_which_stops_with_the_last(own_server):
+    config, state = own_server
+    holder = hold_open(config)
     try:
-        assert long.stdout.readline().strip() == "open" and short.stdout.readline().strip() == "open"
         assert len(postmasters(state / "pgdata")) == 1
-        short.wait(timeout=60)
-        assert short.returncode == 0
-        # The other command still works on the same server after one exits.
-        check = run_mapd("config", "check", config=config)
+        check = run_mapd("config", "check", config=config)  # another command, while the holder uses it
         assert check.returncode == 0, check.stderr
-        assert len(postmasters(state / "pgdata")) == 1
-        long.wait(timeout=60)
-        wait_until_stopped(state / "pgdata")
-        assert postmasters(state / "pgdata") == []
-        assert not (state / "pgdata" / "postmaster.pid").exists()  # a clean shutdown
+        assert len(postmasters(state / "pgdata")) == 1  # left running for the holder
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+        assert postmasters(state / "pgdata") == []  # the last user stopped it
+        assert not (state / "pgdata" / "postmaster.pid").exists()
     finally:
-        for process in (long, short):
-            process.kill()
-        subprocess.run(["rm", "-rf", str(state)])
+        holder.kill()
+        holder.wait()
 
 
-def test_a_killed_command_does_not_keep_the_server_forever(tmp_path):
-    state = Path(f"/tmp/mapd-kill-{os.getpid()}")
-    config = tmp_path / "mapd.yaml"
-    config.write_text(f"state_dir: {state}\nsession_user: a\n")
-    killed = hold_open(config, 60)
+def test_sigterm_of_a_one_shot_command_still_stops_the_server(own_server):
+    config, state = own_server
+    holder = hold_open(config)
     try:
-        assert killed.stdout.readline().strip() == "open"
-        killed.kill()
-        killed.wait()
-        # The next command forgets the dead one and, being the last user, stops the server on exit.
-        assert run_mapd("config", "check", config=config).returncode == 0
-        wait_until_stopped(state / "pgdata")
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(timeout=60) == 128 + signal.SIGTERM
         assert postmasters(state / "pgdata") == []
+        assert not (state / "pgdata" / "postmaster.pid").exists()
     finally:
-        subprocess.run(["rm", "-rf", str(state)])
+        holder.kill()
+        holder.wait()
+
+
+def test_a_killed_command_does_not_keep_the_server_forever(own_server):
+    config, state = own_server
+    killed = hold_open(config)
+    killed.kill()  # SIGKILL: it cannot clean up
+    killed.wait()
+    assert len(postmasters(state / "pgdata")) == 1
+    # The next command forgets the dead user and, being the last one, stops the server on exit.
+    assert run_mapd("status", config=config).returncode == 0
+    assert postmasters(state / "pgdata") == []
+
+
+def test_a_killed_server_is_restarted_under_the_same_connection(own_server):
+    config_path, state = own_server
+    config = load_config(config_path)
+    params = database.start(config)
+    instance = database.connect(params)
+    assert instance.connection.query("SELECT 1").fetchone()[0] == 1
+    assert database.embedded_server_alive(state)
+    os.kill(int((state / "pgdata" / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+    deadline = time.time() + 5
+    while database.embedded_server_alive(state) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not database.embedded_server_alive(state)
+
+    # Several processes restart it at once: one server comes up, and all of them use it.
+    others = [start_mapd(*HOLD, config=config_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+              for _ in range(2)]
+    try:
+        assert database.restart_embedded(config) == params  # same socket and port
+        assert all(other.stdout.readline().strip() == "open" for other in others)
+        assert len(postmasters(state / "pgdata")) == 1 and database.embedded_server_alive(state)
+        instance.connection.connect()  # DataJoint's own connection object, reconnected
+        assert instance.connection.query("SELECT 1").fetchone()[0] == 1
+    finally:
+        for other in others:
+            other.stdin.close()
+            other.wait(timeout=60)
+    assert len(postmasters(state / "pgdata")) == 1  # this process still uses it
+    database.release_embedded(state)
+    assert postmasters(state / "pgdata") == []
+
+
+@pytest.fixture
+def small_disk(own_server):
+    """``own_server`` on a 64 MB tmpfs of its own (a real full disk), unmounted afterwards whatever happened."""
+    config, state = own_server
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(state)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root): no real full disk")
+    try:
+        yield config, state
+    finally:
+        try:
+            database.release_embedded(state)
+        finally:
+            for pid in postmasters(state / "pgdata"):
+                os.kill(pid, signal.SIGQUIT)
+            wait_until_stopped(state / "pgdata", 10)
+            subprocess.run(["umount", "--lazy", str(state)])
+
+
+def test_errors_quote_the_server_log_without_row_data(small_disk):
+    config_path, state = small_disk
+    config = load_config(config_path)
+    connection = database.connect(database.start(config)).connection
+    connection.query("CREATE TABLE animal (id int PRIMARY KEY, name text)")
+    connection.query("INSERT INTO animal VALUES (1, 'secret-row-data')")
+    with pytest.raises(Exception):  # logged with its DETAIL and STATEMENT: the row's values
+        connection.query("INSERT INTO animal VALUES (1, 'secret-row-data')")
+    with pytest.raises(Exception):  # the insert fails, or the server dies of a WAL write first
+        for start in range(2, 10**7, 20000):
+            connection.query(f"INSERT INTO animal SELECT g, repeat('secret-row-data', 60) "
+                             f"FROM generate_series({start}, {start + 19999}) g")
+    log = (state / "pgdata" / "log").read_text()
+    assert "STATEMENT:  INSERT INTO animal VALUES (1, 'secret-row-data')" in log
+    assert "No space left on device" in log
+    tail = database.server_log_tail(state)
+    assert 0 < len(tail) <= 5 and all(len(line) <= 200 for line in tail)
+    assert any("No space left on device" in line for line in tail)
+    assert not any(word in line for line in tail for word in ("secret", "INSERT", "STATEMENT", "DETAIL"))
+
+    # A server that cannot start on the full disk: the error quotes that tail, nothing more.
+    for pid in postmasters(state / "pgdata"):
+        os.kill(pid, signal.SIGQUIT)  # the crashed server, still recovering, stops at once
+    wait_until_stopped(state / "pgdata")
+    subprocess.run(["dd", "if=/dev/zero", f"of={state}/filler", "bs=1M"], capture_output=True)
+    with pytest.raises(database.DatabaseError) as failure:
+        database.restart_embedded(config)
+    message = str(failure.value)
+    assert "No space left on device" in message and str(state / "pgdata" / "log") in message
+    assert "secret" not in message and "INSERT" not in message and len(message) < 1600
 
 
 def test_config_check_passes_on_a_good_configuration(db, write_config, rig_root):
@@ -103,7 +213,7 @@ def test_config_check_passes_on_a_good_configuration(db, write_config, rig_root)
 def test_config_check_reports_a_missing_data_path(db, write_config, tmp_path):
     result = run_mapd("config", "check", config=write_config({"RRig": tmp_path / "absent"}))
     assert result.returncode == 1
-    assert f"rig RRig: {tmp_path / 'absent'}: not a directory" in result.stderr
+    assert f"rig RRig: {tmp_path / 'absent'}" in result.stderr  # and why: the wording belongs to path health
 
 
 def test_postgresql_backend_on_a_server(db, tmp_path, rig_root):
@@ -133,13 +243,13 @@ def test_a_session_is_all_rows_or_none(db, load, rig_root, monkeypatch):
     add_subjects([SubjectEntry(subject_id=407513, h2o="dl25")])
 
     def fail(*args, **kwargs):
-        raise RuntimeError("disk full")
+        raise RuntimeError("value out of range")  # refused for good (a full disk would be retried)
 
     # The last table of the session fails: everything before it is rolled back,
     # and the file is recorded as failed with the reason.
     monkeypatch.setattr(experiment.ActionEvent, "insert", fail)
     summary = rescan(config)
-    assert summary.files["failed"] == 1 and "RuntimeError: disk full" in summary.problems[0].reason
+    assert summary.files["failed"] == 1 and "RuntimeError: value out of range" in summary.problems[0].reason
     assert len(experiment.Session()) == 0 and len(experiment.SessionTrial()) == 0
     assert len(ingest.BehaviorIngest.BehaviorFile()) == 0
 
