@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Callable, Iterator
 
 from . import registry
 from .config import MapdConfig
 from .discovery import ScanScope, behavior_files, group_by_session
 from .ingest.behavior import ingested_file_names
+from .parsing import ParsedFile, ParsePool
 from .pipeline import CATEGORIES, Outcomes, SessionUnit, ingest_parsed, log_outcome, subjects_by_h2o, triage
 from .registry import FileOutcome, FileState
-from .workers import ParsedFile, parse_behavior_files
 
 __all__ = ["CATEGORIES", "RescanSummary", "rescan"]
 
@@ -87,7 +85,7 @@ def rescan(
     total = len(units)
     if on_progress:
         on_progress(0, total)
-    for count, (unit, parsed) in enumerate(_parse_ahead(units, workers or config.ingest.workers), start=1):
+    for count, (unit, parsed) in enumerate(_parse_ahead(units, workers or config.ingest.workers, config), start=1):
         _record(ingest_parsed(config, unit, parsed), h2o_dates, summary)
         if on_progress:
             on_progress(count, total)
@@ -113,27 +111,26 @@ def _record(outcomes: Outcomes, h2o_dates, summary: RescanSummary, only_changed:
         log_outcome(outcome)
 
 
-def _parse_ahead(units: list[SessionUnit], workers: int) -> Iterator[tuple[SessionUnit, list[ParsedFile]]]:
-    """Parsed units in order, parsing up to 2 x workers units ahead in worker processes."""
-    if workers <= 1 or len(units) <= 1:
-        for unit in units:
-            yield unit, parse_behavior_files([file.path for file in unit.files])
-        return
-    # spawn, not fork: the parent holds a database connection a fork would share.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+def _parse_ahead(units: list[SessionUnit], workers: int,
+                 config: MapdConfig) -> Iterator[tuple[SessionUnit, list[ParsedFile]]]:
+    """Parsed units in order, parsing up to 2 x workers units ahead in limited worker processes."""
+    if not units:
+        return  # no process started for nothing
+    with ParsePool(workers, max_inflated_bytes=config.ingest.max_inflated_bytes,
+                   memory_limit_bytes=config.ingest.parse_memory_bytes) as pool:
         yield from _in_order(pool, units, ahead=2 * workers)
 
 
-def _in_order(pool: Executor, units: list[SessionUnit], ahead: int):
+def _in_order(pool: ParsePool, units: list[SessionUnit], ahead: int):
     pending: deque = deque()
-    queue = iter(units)
-    for unit in queue:
-        pending.append((unit, pool.submit(parse_behavior_files, [file.path for file in unit.files])))
+    remaining = iter(units)
+    for unit in remaining:
+        pending.append((unit, pool.submit([file.path for file in unit.files])))
         if len(pending) >= ahead:
             break
     while pending:
         unit, future = pending.popleft()
-        next_unit = next(queue, None)
+        next_unit = next(remaining, None)
         if next_unit is not None:
-            pending.append((next_unit, pool.submit(parse_behavior_files, [f.path for f in next_unit.files])))
+            pending.append((next_unit, pool.submit([f.path for f in next_unit.files])))
         yield unit, future.result()

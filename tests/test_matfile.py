@@ -518,7 +518,7 @@ def test_v73_datasets_declaring_more_than_the_bound_are_refused(tmp_path: Path) 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_real_sized_session_is_far_under_the_default_bound(tmp_path: Path, fmt: str, real_file: Path) -> None:
-    generated = bpodgen.write_session(tmp_path / "s.mat", n_trials=40, fmt=fmt).path
+    generated = bpodgen.write_session(tmp_path / "s.mat", n_trials=10, fmt=fmt).path
     for path in (generated, real_file):
         assert read_mat(path, ["SessionData"], max_inflated_bytes=BOUND).variables["SessionData"]["nTrials"] > 0
 

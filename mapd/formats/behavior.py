@@ -7,6 +7,11 @@ pipeline's rules, with its known bugs fixed). Two functions matter:
 * :func:`merge_session` joins the files of one subject and day (a split
   session, Bpod restarted) into one :class:`SessionRecords`, trials in time
   order, and fills NaN event durations.
+
+A file whose name's date is not its own ``Info.SessionDate`` (a renamed
+copy) is refused; a Bpod session of another protocol (no ``TrialTypes`` or
+``TrialSettings``) is not a bad file: its records have no trials, every
+trial counted as skipped for that reason.
 """
 
 from __future__ import annotations
