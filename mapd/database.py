@@ -13,6 +13,12 @@ started it. A process killed with SIGKILL cannot do that: users whose process
 is gone (or a zombie) are forgotten whenever the list is read, so the next mapd
 process takes over, and the server stops when that process is done.
 
+The exit path: an ``atexit`` handler. SIGTERM and SIGHUP would end Python
+without running it, so a process that starts using the server and has no
+handler of its own for them gets one raising SystemExit
+(``exit_on_termination_signals``); the daemon keeps its own (stop, reload) and
+releases the server when ``run`` returns.
+
 Start, restart and stop are serialised by one lock file, ``{state_dir}/.pgserver.lock``
 (not pgserver's default in the user's runtime directory, which differs between
 a sandboxed service and an admin's shell). ``restart_embedded`` starts a server

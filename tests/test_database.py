@@ -58,11 +58,12 @@ def postmasters(pgdata: Path) -> list[int]:
     return [pid for pid, parent in found.items() if parent not in found]
 
 
-def hold_open(config: Path) -> subprocess.Popen:
-    """``mapd shell`` using the database until the test closes its stdin."""
-    process = start_mapd(*HOLD, config=config, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert process.stdout.readline().strip() == "open"
-    return process
+def hold_open(config: Path, count: int = 1) -> subprocess.Popen | list[subprocess.Popen]:
+    """``mapd shell`` using the database until the test closes its stdin (``count`` of them, started together)."""
+    processes = [start_mapd(*HOLD, config=config, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                 for _ in range(count)]
+    assert all(process.stdout.readline().strip() == "open" for process in processes)
+    return processes[0] if count == 1 else processes
 
 
 def wait_until_stopped(pgdata: Path, timeout: float = 30) -> None:
@@ -119,6 +120,28 @@ def test_a_killed_command_does_not_keep_the_server_forever(own_server):
     # The next command forgets the dead user and, being the last one, stops the server on exit.
     assert run_mapd("status", config=config).returncode == 0
     assert postmasters(state / "pgdata") == []
+
+
+def test_a_daemon_stops_the_server_it_found_when_it_stops_last(own_server):
+    config, state = own_server
+    starter, killed = hold_open(config, 2)
+    daemon = start_mapd("run", config=config, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for line in daemon.stdout:
+            if '"mapd started"' in line:
+                break
+        killed.kill()  # a user that cannot say goodbye
+        killed.wait()
+        starter.stdin.close()
+        assert starter.wait(timeout=60) == 0
+        assert len(postmasters(state / "pgdata")) == 1  # the daemon's now
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+        assert postmasters(state / "pgdata") == []
+    finally:
+        for process in (starter, killed, daemon):
+            process.kill()
+            process.wait()
 
 
 def test_a_killed_server_is_restarted_under_the_same_connection(own_server):
