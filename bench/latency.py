@@ -8,7 +8,7 @@ next file is written only after the previous session is committed.
 
 Floor, measured in the same run on the same database: the single-file ingest
 time, i.e. the in-process wall time of parsing and inserting one 500-trial file
-the way the daemon does (parse_behavior_files + triage + ingest_parsed),
+the way the daemon does (ParsePool + triage + ingest_parsed),
 median of 3 different files of another subject.
 
 Target: p50(events) <= settle + 1.5 x single-file ingest time. Polling adds
@@ -156,13 +156,14 @@ def measure_floor(work: Path, config: Path, n_trials: int) -> float:
 
 
 def floor_process(config_path: Path, files: list[Path]) -> int:
-    """(child) Ingest each file as the daemon's _ingest_day does; print the wall times as JSON."""
+    """(child) Ingest each file as the daemon's behavior handler does; print the wall times as JSON."""
     from mapd.config import load_config
-    from mapd.ingest.behavior import FileOnDisk, ingested_file_names
-    from mapd.pipeline import ingest_parsed, subjects_by_h2o, triage
+    from mapd.find.files import FileOnDisk
+    from mapd.ingest.behavior import ingested_files
+    from mapd.ingest.behavior_day import ingest_parsed, subjects_by_h2o, triage
+    from mapd.parsing import ParsePool
     from mapd.runtime import open_database
     from mapd.subjects import SubjectEntry, add_subjects
-    from mapd.workers import parse_behavior_files
 
     config = load_config(config_path)
     open_database(config)
@@ -170,19 +171,22 @@ def floor_process(config_path: Path, files: list[Path]) -> int:
     root = config_path.parent / "floor-files"
     rig = config.rig_data_paths[0].rig
     seconds = []
-    for path in files:
-        h2o, session_date = session_key(path)
-        stat = path.stat()
-        file = FileOnDisk(path, root, rig, stat.st_size, stat.st_mtime)
-        started = time.perf_counter()
-        done = ingested_file_names([path.name])
-        outcomes, unit = triage(config, h2o, session_date, [file], done, subjects_by_h2o())
-        parsed = parse_behavior_files([f.path for f in unit.files])
-        outcomes += ingest_parsed(config, unit, parsed)
-        seconds.append(time.perf_counter() - started)
-        states = {outcome.state.value for outcome, _ in outcomes}
-        if states != {"ingested"}:
-            raise RuntimeError(f"floor file {path} not ingested: {outcomes}")
+    # The daemon parses in one long-lived process whose memory is bounded: so does the floor.
+    with ParsePool(1, max_inflated_bytes=config.ingest.max_inflated_bytes,
+                   memory_limit_bytes=config.ingest.parse_memory_bytes) as parser:
+        for path in files:
+            h2o, session_date = session_key(path)
+            stat = path.stat()
+            file = FileOnDisk(path, root, rig, stat.st_size, stat.st_mtime)
+            started = time.perf_counter()
+            done = ingested_files([path.name])
+            outcomes, unit = triage(config, h2o, session_date, [file], done, subjects_by_h2o())
+            parsed = parser.parse([f.path for f in unit.files])
+            outcomes += ingest_parsed(config, unit, parsed)[0]
+            seconds.append(time.perf_counter() - started)
+            states = {outcome.state.value for outcome, _ in outcomes}
+            if states != {"ingested"}:
+                raise RuntimeError(f"floor file {path} not ingested: {outcomes}")
     print(json.dumps(seconds))
     return 0
 

@@ -12,13 +12,17 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from . import registry
 from .config import MapdConfig
-from .discovery import ScanScope, behavior_files, group_by_session
-from .ingest.behavior import ingested_file_names
+from .find import health
+from .find.files import ScanProblem
+from .find.health import PathHealth
+from .find.scan import ScanScope, behavior_files, group_by_session
+from .ingest.behavior import IngestedSession, ingested_files
+from .ingest.behavior_day import CATEGORIES, Outcomes, SessionUnit, ingest_parsed, subjects_by_h2o, triage
 from .parsing import ParsedFile, ParsePool
-from .pipeline import CATEGORIES, Outcomes, SessionUnit, ingest_parsed, log_outcome, subjects_by_h2o, triage
-from .registry import FileOutcome, FileState
+from .queue import files as queue
+from .queue.files import FileOutcome, FileState, log_outcome
+from .queue.policy import Policy
 
 __all__ = ["CATEGORIES", "RescanSummary", "rescan"]
 
@@ -32,22 +36,24 @@ class RescanSummary:
     trials: int = 0
     rows: int = 0
     seconds: float = 0.0
-    problems: list[FileOutcome] = field(default_factory=list)  # waiting, skipped and failed files
+    problems: list[FileOutcome] = field(default_factory=list)  # files not ingested, with the reason
+    unusable_paths: list[PathHealth] = field(default_factory=list)  # data paths missing or unreadable
+    scan_problems: list[ScanProblem] = field(default_factory=list)  # entries the scan could not use
 
     @property
     def ok(self) -> bool:
-        return self.files["failed"] == 0
+        """No file failed and every data path in scope could be read."""
+        return self.files["failed"] == 0 and not self.unusable_paths
 
-    def add(self, outcomes: Outcomes) -> None:
+    def add(self, outcomes: Outcomes, session: IngestedSession | None = None) -> None:
         for outcome, category in outcomes:
             self.files[category] += 1
             if outcome.state is not FileState.INGESTED:
                 self.problems.append(outcome)
-        ingested = [outcome.detail for outcome, category in outcomes if category == "ingested"]
-        if ingested:  # every file of a unit carries its session's totals
+        if session is not None:
             self.sessions += 1
-            self.trials += ingested[0]["session_trials"]
-            self.rows += ingested[0]["session_rows"]
+            self.trials += session.trials
+            self.rows += session.rows
 
 
 def rescan(
@@ -60,23 +66,28 @@ def rescan(
     """Ingest every behavior file in scope that is not yet ingested; the database must be open."""
     started = time.perf_counter()
     summary = RescanSummary()
-    files = behavior_files(config, scope)
-    sessions, unparsable = group_by_session(files)
-    done = ingested_file_names([file.path.name for file in files])
+    summary.unusable_paths = _check_paths(config, scope)
+    scan = behavior_files(config, scope)
+    summary.scan_problems = scan.problems
+    if not scope.paths:
+        _record_scan_problems(config, scope, scan.problems)
+    groups = group_by_session(scan.files)
+    ingested = ingested_files([file.path.name for file in scan.files])
     subjects = subjects_by_h2o()
-    h2o_dates = {registry.file_id(KIND, f): key for key, group in sessions.items() for f in group}
+    h2o_dates = {queue.file_id(KIND, f): key for key, group in groups.sessions.items() for f in group}
 
-    immediate: Outcomes = [(FileOutcome(file, FileState.FAILED, problem), "failed") for file, problem in unparsable]
+    immediate: Outcomes = ([(FileOutcome(file, FileState.IGNORED, reason), "ignored") for file, reason in groups.not_sessions]
+                           + [(FileOutcome(file, FileState.FAILED, reason), "failed") for file, reason in groups.bad_names])
     units: list[SessionUnit] = []
-    settled_before = time.time() - config.daemon.settle_seconds
-    for (h2o, session_date), group in sorted(sessions.items()):
+    policy, now = Policy.from_config(config.daemon), queue.now_ms()
+    for (h2o, session_date), group in sorted(groups.sessions.items()):
         # A rig may be writing today's file right now: never take it half-written.
-        writing = [f for f in group if f.mtime > settled_before and f.path.name not in done]
+        writing = [f for f in group if policy.settled_at(now, f.mtime) > now and f.path.name not in ingested]
         if writing:
             immediate += [(FileOutcome(f, FileState.PENDING, "modified moments ago: still being written; "
                                                              "run rescan again later"), "skipped") for f in group]
             continue
-        outcomes, unit = triage(config, h2o, session_date, group, done, subjects)
+        outcomes, unit = triage(config, h2o, session_date, group, ingested, subjects)
         immediate += outcomes
         if unit is not None:
             units.append(unit)
@@ -86,27 +97,42 @@ def rescan(
     if on_progress:
         on_progress(0, total)
     for count, (unit, parsed) in enumerate(_parse_ahead(units, workers or config.ingest.workers, config), start=1):
-        _record(ingest_parsed(config, unit, parsed), h2o_dates, summary)
+        outcomes, session = ingest_parsed(config, unit, parsed)
+        _record(outcomes, h2o_dates, summary, session=session)
         if on_progress:
             on_progress(count, total)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _record(outcomes: Outcomes, h2o_dates, summary: RescanSummary, only_changed: bool = False) -> None:
+def _check_paths(config: MapdConfig, scope: ScanScope) -> list[PathHealth]:
+    """Health of the rig data paths in scope, recorded for `mapd status`; the unusable ones."""
+    checks = [check for check in health.check_all(config)
+              if check.data_path.kind == KIND and (not scope.rigs or check.data_path.rig in scope.rigs)]
+    queue.record_path_health(checks)
+    return [check for check in checks if not check.ok]
+
+
+def _record_scan_problems(config: MapdConfig, scope: ScanScope, problems: list[ScanProblem]) -> None:
+    for entry in config.rig_data_paths:
+        if not scope.rigs or entry.rig in scope.rigs:
+            root = entry.path.resolve()
+            queue.record_scan_problems(entry.path, [p for p in problems if root in p.path.parents])
+
+
+def _record(outcomes: Outcomes, h2o_dates, summary: RescanSummary, only_changed: bool = False,
+            session: IngestedSession | None = None) -> None:
     """Count, log and record the outcomes.
 
-    ``only_changed``: leave out ingested files the registry already knows as
+    ``only_changed``: leave out ingested files the queue already holds as
     ingested (a rescan of a large tree would otherwise rewrite every row).
     """
-    summary.add(outcomes)
+    summary.add(outcomes, session)
     to_record = [outcome for outcome, _ in outcomes]
     if only_changed:
-        known = registry.known_states(KIND, [outcome.file for outcome in to_record])
-        to_record = [o for o in to_record
-                     if not (o.state is FileState.INGESTED
-                             and known.get(registry.file_id(KIND, o.file)) is FileState.INGESTED)]
-    registry.record(KIND, to_record, h2o_dates)
+        unchanged = {id(outcome) for outcome in queue.already_recorded(KIND, to_record)}
+        to_record = [outcome for outcome in to_record if id(outcome) not in unchanged]
+    queue.record(KIND, to_record, h2o_dates)
     for outcome in to_record:
         log_outcome(outcome)
 

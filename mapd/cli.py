@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -29,27 +30,42 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from .database import DatabaseError, first_line, is_database_outage
-    from .discovery import DiscoveryError
+    from .database import DatabaseError
     from .erd import DiagramError
+    from .find.scan import DiscoveryError
     from .subjects import SubjectError
+    from .transient import describe, is_transient_database_error
 
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except (ConfigError, UsageError, DiscoveryError, SubjectError, DiagramError) as error:
-        print(f"mapd: {error}", file=sys.stderr)
+        print(f"mapd: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except DatabaseError as error:
-        print(f"mapd: {error}", file=sys.stderr)
+        print(f"mapd: {printable(str(error))}", file=sys.stderr)
         return EXIT_DATABASE
     except KeyboardInterrupt:
         print("mapd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `mapd status | head`: the reader has all it wanted. Quiet, and no
+        # second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as error:
-        if not is_database_outage(error):
+        if not is_transient_database_error(error):
             raise  # a bug: its traceback is what a report needs
-        print(f"mapd: lost the database connection: {first_line(error)}", file=sys.stderr)
+        print(f"mapd: the database cannot do the work now: {describe(error)}", file=sys.stderr)
         return EXIT_DATABASE
+
+
+def printable(text: str) -> str:
+    """Text safe to print on one line: control characters (a newline in a file name) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -156,40 +172,35 @@ def _open(config: MapdConfig):
 
 
 def _config_check(args) -> int:
+    from .find.health import check_all
+    from .find.watch import filesystem_type, resolve_mode
+
     config = _load(args)
     print(f"configuration: {config.source}: valid")
+    watch = {entry.path: entry.watch for entry in [*config.rig_data_paths, *config.ephys_data_paths]}
     problems = 0
-    for entry in config.rig_data_paths:
-        problems += not _report_path(f"rig {entry.rig}", entry.path, entry.watch)
-    for entry in config.ephys_data_paths:
-        problems += not _report_path("ephys", entry.path, entry.watch)
+    for check in check_all(config):
+        path = check.data_path.path
+        if not check.ok:
+            print(f"{check.data_path.label}: {printable(check.problem)}", file=sys.stderr)
+            problems += 1
+            continue
+        print(f"{check.data_path.label}: {printable(str(path))}: readable; watched by "
+              f"{resolve_mode(watch[path], path)} ({filesystem_type(path) or 'unknown'} file system, "
+              f"watch: {watch[path]})")
     db = _open(config)
-    print(f"database: {config.database.backend}: connected ({db.params!r}), schemas {config.database.schema_prefix}*")
+    params = db.params
+    print(f"database: {config.database.backend}: connected as {params.user} to {params.host}:{params.port}, "
+          f"schemas {config.database.schema_prefix}*")
     if problems:
         print(f"{problems} data path(s) not usable", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
 
-def _report_path(label: str, path: Path, watch: str) -> bool:
-    import os
-
-    from .watch import filesystem_type, resolve_mode
-
-    if not path.is_dir():
-        print(f"{label}: {path}: not a directory", file=sys.stderr)
-        return False
-    if not os.access(path, os.R_OK | os.X_OK):
-        print(f"{label}: {path}: not readable", file=sys.stderr)
-        return False
-    print(f"{label}: {path}: readable; watched by {resolve_mode(watch, path)} "
-          f"({filesystem_type(path) or 'unknown'} file system, watch: {watch})")
-    return True
-
-
 def _rescan(args) -> int:
     from .backfill import CATEGORIES, rescan
-    from .discovery import ScanScope
+    from .find.scan import ScanScope
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -198,6 +209,9 @@ def _rescan(args) -> int:
     scope = ScanScope(rigs=frozenset(args.rig), since=args.since, paths=tuple(args.paths))
     with _Progress() as progress:
         summary = rescan(config, scope, workers=args.workers, on_progress=progress.update)
+    for check in summary.unusable_paths:
+        print(f"warning: {check.data_path.label}: {printable(check.problem)}: its files were not scanned",
+              file=sys.stderr)
     print(f"rescan: {sum(summary.files.values())} files in {summary.seconds:.1f} s")
     for category in CATEGORIES:
         extra = ""
@@ -205,7 +219,9 @@ def _rescan(args) -> int:
             extra = f"  ({summary.sessions} sessions, {summary.trials} trials, {summary.rows} rows)"
         print(f"  {category:<20} {summary.files[category]:>6}{extra}")
     for outcome in summary.problems:
-        print(f"  {outcome.state.value}: {outcome.file.path}: {outcome.reason}")
+        print(f"  {outcome.state.value}: {printable(str(outcome.file.path))}: {printable(outcome.reason)}")
+    for problem in summary.scan_problems:
+        print(f"  not scanned: {printable(str(problem.path))}: {printable(problem.reason)}")
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
@@ -242,8 +258,8 @@ def _run(args) -> int:
 
 
 def _retry(args) -> int:
-    from .registry import requeue_failed
-    from .status import find_files
+    from .queue.files import requeue_failed
+    from .queue.status import find_files
 
     config = _load(args)
     _open(config)
@@ -275,35 +291,76 @@ def _logs(args) -> int:
 
 
 def _status(args) -> int:
-    from .status import collect
+    from . import liveness
+    from .database import DatabaseError
+    from .find.health import check_all
+    from .queue.status import collect, local_report
+    from .transient import describe, is_transient_database_error
 
     config = _load(args)
-    _open(config)
-    report = collect(config.daemon.heartbeat_seconds)
+    local, checks = liveness.read(config.state_dir), check_all(config)
+    try:
+        _open(config)
+        report = collect(config.daemon.heartbeat_seconds, local, checks)
+    except Exception as error:  # what this host knows is still worth showing
+        if not (isinstance(error, DatabaseError) or is_transient_database_error(error)):
+            raise
+        report = local_report(local, checks, database=str(error) if isinstance(error, DatabaseError)
+                              else describe(error))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
-        return EXIT_OK
-    if report.daemons:
-        for daemon in report.daemons:
-            print(f"daemon: alive on {daemon.host} (pid {daemon.pid}) since {daemon.started}, "
-                  f"heartbeat {daemon.heartbeat}: {daemon.activity}")
     else:
-        print("daemon: none running (no recent heartbeat)")
+        _print_status(report)
+    return EXIT_OK if report.database == "ok" else EXIT_DATABASE
+
+
+def _print_status(report) -> None:
+    local = report.local_daemon
+    if local and local["alive"]:
+        print(f"daemon here: alive (pid {local['pid']}) since {local['started']}, heartbeat "
+              f"{local['heartbeat_age_seconds']:.0f} s ago: {printable(local['activity'])}")
+        if local["database"] != "ok":
+            print(f"  waiting for the database: {printable(local['database'])}")
+    elif local:
+        print(f"daemon here: not running (pid {local['pid']} is gone; last heartbeat {local['heartbeat']})")
+    for daemon in report.daemons:
+        print(f"daemon: alive on {daemon.host} (pid {daemon.pid}) since {daemon.started}, "
+              f"heartbeat {daemon.heartbeat}: {printable(daemon.activity)}")
+    if not local and not report.daemons:
+        print("daemon: none running" + (" (no recent heartbeat)" if report.database == "ok" else " on this host"))
+    for path in report.paths:
+        label = f"rig {path.rig}" if path.rig else "ephys"
+        since = f" since {path.since}" if path.since and path.health != "ok" else ""
+        detail = f": {printable(path.problem)}" if path.problem else ""
+        print(f"{label}: {printable(path.path)}: {path.health}{since}{detail}")
+        if path.scan_problem_count:
+            print(f"  {path.scan_problem_count} entries not usable at the last scan:")
+            for problem in path.scan_problems:
+                print(f"    {printable(problem['path'])}: {printable(problem['reason'])}")
+    if report.database != "ok":
+        print(f"database: unavailable: {printable(report.database)}")
+        return
     print(f"sessions ingested: {report.sessions}")
     print("files: " + ", ".join(f"{state} {count}" for state, count in report.files.items()))
     for rig in report.rigs:
-        print(f"rig {rig.rig}: last file seen {rig.last_file_seen} at {rig.last_seen_time}; "
-              f"last ingest {rig.last_ingested_file or '-'} at {rig.last_ingest_time or '-'}")
+        print(f"rig {rig.rig}: last file seen {printable(rig.last_file_seen or '-')} at {rig.last_seen_time}; "
+              f"last ingest {printable(rig.last_ingested_file or '-')} at {rig.last_ingest_time or 'never'}")
     if report.oldest_waiting:
         oldest = report.oldest_waiting
-        print(f"oldest waiting: {oldest.path} since {oldest.updated}: {oldest.reason}")
-    for title, problems in (("waiting", report.waiting), ("failed", report.failed),
-                            ("changed after ingest", report.changed)):
+        print(f"oldest waiting: {printable(oldest.path)} for {_age(oldest.age_seconds)}")
+    for title, problems in (("waiting", report.waiting), ("failed", report.failed), ("skipped", report.skipped),
+                            ("ignored", report.ignored), ("changed after ingest", report.changed)):
         if problems:
-            print(f"{title}:")
+            print(f"{title} (showing {len(problems)} of {report.files.get(problems[0].state, len(problems))}):")
             for problem in problems:
-                print(f"  {problem.path}: {problem.reason}  [{problem.file_id}]")
-    return EXIT_OK
+                print(f"  {printable(problem.path)}: {printable(problem.reason)}  [{problem.file_id}]")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _subject_add(args) -> int:
@@ -338,9 +395,9 @@ def _subject_import(args) -> int:
 
 
 def _hint_waiting(h2os: list[str]) -> None:
-    from .schemas import ingest
+    from .queue.files import pending_count
 
-    queued = len(ingest.SourceFile & {"state": "pending"} & [{"h2o": h2o} for h2o in h2os])
+    queued = pending_count(h2os)
     if queued:
         print(f"{queued} file(s) of these subjects are queued: a running `mapd run` ingests them now, "
               "or run `mapd rescan`")

@@ -183,6 +183,7 @@ def _exit_on_signal(signum, _frame) -> None:
 
 def _start_embedded(state_dir: Path, db: DatabaseConfig) -> ConnectionParams:
     pgdata = state_dir / "pgdata"
+    log_end = _log_size(state_dir)  # what the server writes from here on is about this attempt
     try:
         exit_on_termination_signals()  # this process's exit must release the server
         info = _server(state_dir).use()
@@ -190,7 +191,7 @@ def _start_embedded(state_dir: Path, db: DatabaseConfig) -> ConnectionParams:
         raise
     except Exception as error:
         raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {_short(error)}"
-                            f"{_log_excerpt(state_dir)}") from None
+                            f"{_log_excerpt(state_dir, after=log_end)}") from None
     return ConnectionParams(
         backend="postgresql",
         host=str(info.socket_dir),
@@ -501,11 +502,13 @@ _CAUSE = re.compile(r"could not|no space left|out of memory|i/o error|read-only|
                     r"terminated by signal|exited with exit code|invalid page|corrupt|checksum|lock file|"
                     r"shared memory", re.IGNORECASE)
 _AFTERMATH = re.compile(r"shut|crash|not properly|recovery|terminating|reinitializing", re.IGNORECASE)
+_ROUTINE = re.compile(r"due to administrator command|logical replication launcher", re.IGNORECASE)  # a clean stop
+_PREFIX = re.compile(r"^.*?\[\d+\] (?=[A-Z]+:)")  # log_line_prefix: time and pid
 _QUOTES_DATA = re.compile(r"'|statement:|execute \S+:|parameters:|Key \(", re.IGNORECASE)
 _TAIL_BYTES = 256 * 1024
 
 
-def server_log_tail(state_dir: Path, lines: int = 5) -> list[str]:
+def server_log_tail(state_dir: Path, lines: int = 5, *, after: int = 0) -> list[str]:
     """At most ``lines`` of the last lines of the embedded server's log that explain a failure, each ~200 characters.
 
     Only the server's own messages about failures: FATAL and PANIC; ERROR, WARNING
@@ -513,17 +516,18 @@ def server_log_tail(state_dir: Path, lines: int = 5) -> list[str]:
     preferred to those about the shutdown or recovery that followed; the HINT
     after one. Never row data: STATEMENT, DETAIL, CONTEXT and QUERY lines,
     continuation lines, any line quoting an SQL value, and ERRORs about a query's
-    data are dropped.
+    data are dropped. ``after``: a byte offset (the log's size before an attempt)
+    to look only at what was written since.
     """
     log = state_dir / "pgdata" / "log"
     try:
         with log.open("rb") as stream:
-            stream.seek(max(0, log.stat().st_size - _TAIL_BYTES))
-            skipped = stream.tell() > 0
+            start = max(after, log.stat().st_size - _TAIL_BYTES)
+            stream.seek(start)
             text = stream.read().decode("utf-8", errors="replace")
     except OSError:
         return []
-    if skipped:
+    if start > after:
         text = text.partition("\n")[2]  # the first line read is a fragment
     ranked: list[tuple[int, int, str]] = []  # (rank, position, line): rank 0 a cause, 1 its aftermath
     previous = None
@@ -544,6 +548,8 @@ def _failure_rank(line: str, previous: int | None) -> int | None:
         program = _PROGRAM.match(line)
         return 0 if program and _CAUSE.search(program.group(2)) else None
     severity, message = match.groups()
+    if _ROUTINE.search(message):
+        return 1
     if severity in ("FATAL", "PANIC"):
         return 0
     if severity == "HINT":
@@ -555,13 +561,20 @@ def _failure_rank(line: str, previous: int | None) -> int | None:
     return 1 if severity != "ERROR" and _AFTERMATH.search(message) else None
 
 
-def _log_excerpt(state_dir: Path) -> str:
-    """For an error message: the filtered end of the server log, or only where it is."""
+def _log_excerpt(state_dir: Path, after: int = 0) -> str:
+    """For an error message, on one line: the filtered end of the server log, or only where it is."""
     log = state_dir / "pgdata" / "log"
-    tail = server_log_tail(state_dir)
+    tail = [_PREFIX.sub("", line, count=1) for line in server_log_tail(state_dir, after=after)]
     if tail:
-        return f"; the server log ({log}) ends with:\n" + "\n".join(f"  {line}" for line in tail)
+        return f"; its log {log} says: " + " / ".join(tail)
     return f" (server log: {log})" if log.exists() else ""
+
+
+def _log_size(state_dir: Path) -> int:
+    try:
+        return (state_dir / "pgdata" / "log").stat().st_size
+    except OSError:
+        return 0
 
 
 def _short(error: BaseException) -> str:

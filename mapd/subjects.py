@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from .registry import release_waiting
+from .queue.files import release_waiting
 from .schemas import lab
 
 

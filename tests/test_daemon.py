@@ -229,7 +229,8 @@ def test_database_outage_is_retried_until_it_is_back(setup, daemons, database):
     _pg_ctl(server, "stop", "-m", "fast")
     try:
         write_session(rig, DAY, n_trials=25)
-        wait_for(lambda: daemon.logged("database unreachable; retrying"), what="outage noticed", daemon=daemon)
+        wait_for(lambda: daemon.logged("database cannot do the work now; retrying"), what="outage noticed",
+                 daemon=daemon)
         time.sleep(1.0)
         assert daemon.process.poll() is None  # still running, retrying
     finally:
@@ -314,7 +315,7 @@ def test_changes_after_ingest_are_reported_and_failed_files_retried(setup, daemo
     wait_for(lambda: "changed" in file_states().values(), what="change noticed", daemon=daemon)
     assert daemon.logged("file changed after ingest; not ingested again")
     status = run_mapd("status", config=config)
-    assert "changed after ingest:" in status.stdout and good.path.name in status.stdout
+    assert "changed after ingest (showing 1 of 1):" in status.stdout and good.path.name in status.stdout
     assert session_count() == 1 and len(ingest.BehaviorIngest.BehaviorFile()) == 1
 
     # A permanent failure is not retried on its own...
@@ -387,7 +388,7 @@ def _pg_ctl(server, *args: str) -> None:
 
 
 def test_auto_watch_polls_network_file_systems(tmp_path, monkeypatch):
-    from mapd import watch
+    from mapd.find import watch
 
     assert watch.resolve_mode("auto", tmp_path) == "events"  # a local disk here
     assert watch.resolve_mode("poll", tmp_path) == "poll" and watch.resolve_mode("events", tmp_path) == "events"

@@ -12,7 +12,7 @@ import pytest
 import bpodgen
 from conftest import REPO
 from mapd.backfill import rescan
-from mapd.discovery import ScanScope
+from mapd.find.scan import ScanScope
 from mapd.runtime import open_database
 from mapd.schemas import experiment, ingest
 from mapd.subjects import SubjectEntry, add_subjects
@@ -92,12 +92,15 @@ def test_bad_files_are_recorded_and_do_not_stop_the_others(config, rig_root):
     snapshots = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in [*bad.values(), misnamed]}
 
     summary = rescan(config)
-    assert summary.files["ingested"] == 1 and summary.files["failed"] == len(bad) + 1
-    failed = {p.file.path: p.reason for p in summary.problems}
-    assert set(failed) == {*bad.values(), misnamed}
-    assert "does not match" in failed[misnamed]
-    assert all(reason for reason in failed.values())
-    assert len(ingest.SourceFile & {"state": "failed"}) == len(bad) + 1
+    # A name off the session pattern is not a session: ignored, not a failure.
+    assert summary.files["ingested"] == 1 and summary.files["failed"] == len(bad)
+    assert summary.files["ignored"] == 1
+    problems = {p.file.path: p.reason for p in summary.problems}
+    assert set(problems) == {*bad.values(), misnamed}
+    assert problems[misnamed].startswith("not a session file") and "does not match" in problems[misnamed]
+    assert all(reason for reason in problems.values())
+    assert len(ingest.SourceFile & {"state": "failed"}) == len(bad)
+    assert len(ingest.SourceFile & {"state": "ignored"}) == 1
     assert all((path.read_bytes(), path.stat().st_mtime_ns) == before for path, before in snapshots.items())
 
 

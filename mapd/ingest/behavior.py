@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import datajoint as dj
 
+from ..find.files import FileOnDisk
 from ..formats.behavior import TASK, TASK_PROTOCOL, BehaviorFileName, SessionRecords
 from ..schemas import experiment, ingest
 
@@ -30,21 +30,6 @@ class AlreadyIngested(Exception):
     def __init__(self, names: set[str]) -> None:
         super().__init__(f"already ingested: {', '.join(sorted(names))}")
         self.names = names
-
-
-@dataclass(frozen=True)
-class FileOnDisk:
-    """A data file as found on disk (the stat taken when it was examined)."""
-
-    path: Path
-    data_root: Path
-    rig: str | None
-    size: int
-    mtime: float
-
-    @property
-    def subpath(self) -> str:
-        return self.path.relative_to(self.data_root).as_posix()
 
 
 @dataclass(frozen=True)
@@ -65,12 +50,31 @@ class IngestedSession:
     seconds: float
 
 
-def ingested_file_names(names: list[str]) -> set[str]:
-    """Which of these behavior file names are already in the database."""
+@dataclass(frozen=True)
+class IngestedFile:
+    """A behavior file as its ingest recorded it."""
+
+    name: str
+    rig: str
+    subpath: str  # below its rig data path
+    size: int | None
+    mtime: float | None
+    sha256: str | None
+
+    def is_at(self, file: FileOnDisk) -> bool:
+        """Whether ``file`` is this very file (not a copy of the same name elsewhere)."""
+        return (self.rig, self.subpath) == (file.rig, file.subpath)
+
+
+def ingested_files(names: list[str]) -> dict[str, IngestedFile]:
+    """The ingest records of those of these behavior file names that are in the database."""
     if not names:
-        return set()
-    found = ingest.BehaviorIngest.BehaviorFile & [{"behavior_file": name} for name in names]
-    return set(found.to_arrays("behavior_file").tolist())
+        return {}
+    found = ingest.BehaviorIngest.BehaviorFile & [{"behavior_file": name} for name in set(names)]
+    rows = found.proj("rig", "file_subpath", "file_size", "file_mtime", "file_sha256").to_dicts()
+    return {row["behavior_file"]: IngestedFile(row["behavior_file"], row["rig"], row["file_subpath"],
+                                               row["file_size"], row["file_mtime"], row["file_sha256"])
+            for row in rows}
 
 
 def insert_session(
@@ -112,14 +116,15 @@ def insert_session(
         rows[ingest.BehaviorIngest.BehaviorFile] = [
             dict(
                 key.as_dict(),
-                behavior_file=name,
+                behavior_file=parsed.path.name,
                 rig=rig,
-                file_subpath=files[name].subpath,
-                file_size=files[name].size,
-                file_mtime=files[name].mtime,
+                file_subpath=files[parsed.path.name].subpath,
+                file_size=parsed.size,  # what was read, parsed and hashed
+                file_mtime=parsed.mtime,
+                file_sha256=parsed.sha256,
                 trial_offset=trial_offset + offset,
             )
-            for name, offset in zip((r.path.name for r in records.files), records.file_trial_offsets)
+            for parsed, offset in zip(records.files, records.file_trial_offsets)
         ]
         for table, table_rows in rows.items():
             if table_rows:

@@ -27,9 +27,10 @@ class BehaviorIngest(dj.Imported):
         behavior_file : varchar(255)    # behavior file name
         ---
         rig : varchar(24)
-        file_subpath = '' : varchar(1024)   # path relative to the rig data path
+        file_subpath = '' : varchar(4096)   # path relative to the rig data path (Linux PATH_MAX)
         file_size = null : int64            # (bytes) when ingested
         file_mtime = null : float64         # (s since epoch) when ingested
+        file_sha256 = null : char(64)       # of the bytes that were parsed
         trial_offset = 0 : int16            # trials of this file start after this many
         unique index (behavior_file)
         """
@@ -75,18 +76,19 @@ class SourceFile(dj.Manual):
     # transient failure).
     definition = """
     # a data file mapd has found, and what became of it
-    file_id : char(16)                  # hash of kind and path relative to its data root
+    file_id : char(16)                  # hash of kind, data root and path relative to it
     ---
     kind : enum('behavior', 'ephys')
-    data_root : varchar(1024)           # the rig_data_paths / ephys_data_paths entry it is under
+    data_root : varchar(4096)           # the rig_data_paths / ephys_data_paths entry it is under
     rig = null : varchar(24)
-    subpath : varchar(1024)             # path relative to data_root
-    h2o = '' : varchar(16)              # water-restriction number from the path
+    subpath : varchar(4096)             # path relative to data_root (any path Linux allows)
+    h2o = '' : varchar(255)             # water-restriction number from the path (as found: may be too long)
     session_date = null : date
     file_size : int64                   # (bytes) when last examined
     file_mtime : float64                # (s since epoch) when last examined
-    state : enum('pending', 'ingested', 'waiting', 'skipped', 'failed', 'changed')
-    reason = '' : varchar(2000)         # why it is waiting, skipped, failed or changed
+    sha256 = null : char(64)            # of the content, when it was last read (ingest)
+    state : enum('pending', 'ingested', 'waiting', 'skipped', 'failed', 'changed', 'ignored')
+    reason = '' : varchar(2000)         # why it is waiting, skipped, failed, changed or ignored
     detail = null : json                # e.g. skipped trials counted by reason
     attempts = 0 : int32                # ingest attempts since it was found or last changed
     host = '' : varchar(255)            # host that last worked on it
@@ -127,4 +129,25 @@ class SessionClaim(dj.Manual):
     host : varchar(255)
     pid : int32
     claimed_time : datetime(3)
+    """
+
+
+@schema
+class DataPath(dj.Manual):
+    # Per host: a share unmounted on one acquisition host is healthy on another.
+    definition = """
+    # health of a configured data path, as last checked by a mapd process of that host
+    host : varchar(255)
+    path_id : char(16)                  # hash of data_root (a key must stay short for MySQL)
+    ---
+    data_root : varchar(4096)
+    kind : enum('behavior', 'ephys')
+    rig = null : varchar(24)
+    health : enum('ok', 'missing', 'not a directory', 'unreadable')
+    problem = '' : varchar(2000)        # what is wrong, in words
+    since : datetime(3)                 # health unchanged since
+    checked_time : datetime(3)
+    scanned_time = null : datetime(3)   # last full scan
+    scan_problems = null : json         # entries the last full scan could not use: [{path, reason}]
+    scan_problem_count = 0 : int32
     """

@@ -17,7 +17,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .config import MapdConfig
+from ..config import MapdConfig
 
 # Writes made by another machine to these file systems raise no inotify event here.
 NETWORK_FILESYSTEMS = frozenset({
@@ -96,6 +96,10 @@ class Watcher:
     def wait(self, timeout: float) -> bool:
         """Block until something changed (True) or the timeout passed (False)."""
         return self._changed.wait(timeout)
+
+    def put_back(self, changes: list[tuple[WatchedRoot, Path]]) -> None:
+        for root, path in changes:
+            self._report(root, path)
 
     def take_changes(self) -> list[tuple[WatchedRoot, Path]]:
         self._changed.clear()

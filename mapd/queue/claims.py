@@ -8,18 +8,16 @@ let a restarted daemon take over the work of one that was killed.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import datajoint as dj
 
-from .database import pid_alive
-from .registry import now_ms
-from .schemas import ingest
+from ..database import pid_alive
+from ..schemas import ingest
+from .files import HOST, now_ms
 
-HOST = socket.gethostname()
 STALE_HEARTBEATS = 3  # a daemon silent for this many heartbeat intervals is dead
 
 
@@ -52,8 +50,13 @@ def unregister_daemon(me: DaemonIdentity) -> None:
     (ingest.Daemon & {"daemon_id": me.daemon_id}).delete_quick()
 
 
+def _stale_before(heartbeat_seconds: float):
+    """Heartbeats older than this are of dead daemons."""
+    return now_ms() - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
+
+
 def live_daemons(heartbeat_seconds: float) -> list[dict]:
-    cutoff = now_ms() - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
+    cutoff = _stale_before(heartbeat_seconds)
     return [row for row in ingest.Daemon.to_dicts(order_by="started_time") if row["heartbeat_time"] >= cutoff]
 
 
@@ -91,6 +94,6 @@ def _is_stale(claim_row: dict, heartbeat_seconds: float) -> bool:
     owner = (ingest.Daemon & {"daemon_id": claim_row["daemon_id"]}).to_dicts()
     if not owner:
         return True
-    return owner[0]["heartbeat_time"] < now_ms() - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
+    return owner[0]["heartbeat_time"] < _stale_before(heartbeat_seconds)
 
 

@@ -1,4 +1,4 @@
-"""mapd's record of every data file it found and what became of it (``ingest.SourceFile``)."""
+"""mapd's record of every data file it found and what became of it (``ingest.SourceFile``), and of its data paths."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ import socket
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import Enum
+from pathlib import Path
 
 import datajoint as dj
 
-from .ingest.behavior import FileOnDisk
-from .schemas import ingest
+from ..find.files import FileOnDisk, ScanProblem
+from ..find.health import PathHealth
+from ..logs import get_logger
+from ..schemas import ingest
+from .policy import Policy
 
 HOST = socket.gethostname()
+log = get_logger("mapd.queue")
 REASON_LENGTH = 2000
 RECORD_ATTEMPTS = 5
 
@@ -24,7 +29,8 @@ class FileState(str, Enum):
     WAITING = "waiting"  # for its subject to be entered
     SKIPPED = "skipped"  # nothing to ingest (aborted session, other protocol)
     FAILED = "failed"  # bad file or conflict; the reason says which
-    CHANGED = "changed"  # ingested, then the file changed on disk: reported, not ingested again
+    CHANGED = "changed"  # ingested, then its content changed on disk: reported, not ingested again
+    IGNORED = "ignored"  # not a session file (its name says so): listed, never a failure
 
 
 @dataclass(frozen=True)
@@ -33,14 +39,16 @@ class FileOutcome:
     state: FileState
     reason: str = ""
     detail: dict | None = None  # e.g. {"skipped_trials": {reason: count}, "session": {...}}
+    sha256: str | None = None  # of the content, when it was read
 
 
 def file_id(kind: str, file: FileOnDisk) -> str:
-    """Stable id of a file: its kind and path relative to its data root.
+    """Stable id of a file: its kind, its data path and its path below it.
 
-    Relative, so that hosts mounting one share at different places agree.
+    The data path is part of it: the same relative path under two rigs is two
+    files (a copy, or another file of the same name).
     """
-    return hashlib.sha1(f"{kind}:{file.subpath}".encode()).hexdigest()[:16]
+    return hashlib.sha1(f"{kind}:{file.data_root}:{file.subpath}".encode()).hexdigest()[:16]
 
 
 def _rows(ids) -> "ingest.SourceFile":
@@ -60,6 +68,18 @@ def known_states(kind: str, files: list[FileOnDisk]) -> dict[str, FileState]:
         return {}
     rows = _rows(file_id(kind, file) for file in files).to_arrays("file_id", "state")
     return {fid: FileState(state) for fid, state in zip(*rows)}
+
+
+def already_recorded(kind: str, outcomes: list[FileOutcome]) -> list[FileOutcome]:
+    """Those of these ingested outcomes that the queue already holds, with the same stat: nothing to write."""
+    ingested = [outcome for outcome in outcomes if outcome.state is FileState.INGESTED]
+    if not ingested:
+        return []
+    rows = _rows(file_id(kind, outcome.file) for outcome in ingested).proj("state", "file_size", "file_mtime")
+    known = {row["file_id"]: row for row in rows.to_dicts()}
+    return [outcome for outcome in ingested
+            if (row := known.get(file_id(kind, outcome.file))) is not None and row["state"] == FileState.INGESTED.value
+            and (row["file_size"], row["file_mtime"]) == (outcome.file.size, outcome.file.mtime)]
 
 
 def record(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[str, date | None]] | None = None) -> None:
@@ -83,7 +103,7 @@ def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, t
     with table.connection.transaction:
         existing = _rows(ids)
         previous = {row["file_id"]: row for row in existing.proj(
-            "attempts", "found_time", "seen_time", "h2o", "session_date").to_dicts()}
+            "attempts", "found_time", "seen_time", "h2o", "session_date", "sha256").to_dicts()}
         rows = []
         for fid, outcome in zip(ids, outcomes):
             before = previous.get(fid, {})
@@ -99,6 +119,7 @@ def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, t
                     session_date=session_date,
                     file_size=outcome.file.size,
                     file_mtime=outcome.file.mtime,
+                    sha256=outcome.sha256 or before.get("sha256"),
                     state=outcome.state.value,
                     reason=outcome.reason[:REASON_LENGTH],
                     detail=outcome.detail,
@@ -113,6 +134,16 @@ def _replace_rows(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, t
         # Replace whole rows (PostgreSQL has no REPLACE): delete, then insert, atomically.
         existing.delete_quick()
         table.insert(rows)
+
+
+def log_outcome(outcome: FileOutcome) -> None:
+    if outcome.state is FileState.INGESTED:
+        return
+    if outcome.state is FileState.FAILED:
+        log.error("file failed", file=str(outcome.file.path), rig=outcome.file.rig, error=outcome.reason)
+    else:
+        log.warning(f"file {outcome.state.value}", file=str(outcome.file.path), rig=outcome.file.rig,
+                    reason=outcome.reason)
 
 
 def state_counts() -> dict[str, int]:
@@ -131,28 +162,40 @@ class Registration:
     """What registering found files changed."""
 
     new: int = 0
-    requeued: int = 0  # failed or skipped files that changed on disk: tried again
-    changed_after_ingest: tuple[FileOnDisk, ...] = ()
+    requeued: int = 0  # failed, skipped or ingested files whose stat changed: looked at again
 
 
-def register_found(kind: str, files: list[FileOnDisk], settle_seconds: float,
+@dataclass(frozen=True)
+class QueuedFile:
+    """A pending file as the queue recorded it."""
+
+    file_id: str
+    file: FileOnDisk  # the stat recorded when it was last seen
+    attempts: int
+
+
+# A file in one of these states whose stat changes is looked at again: a
+# failed or skipped file may have been fixed; an ingested one is compared by
+# content (a touch changes nothing; new bytes make it `changed`).
+REEXAMINED = frozenset({FileState.FAILED, FileState.SKIPPED, FileState.INGESTED, FileState.CHANGED})
+
+
+def register_found(kind: str, files: list[FileOnDisk], policy: Policy,
                    h2o_dates: dict[str, tuple[str, date | None]]) -> Registration:
     """Queue new files and notice changed ones; files already known and unchanged are left alone.
 
-    A new or changed file is taken only after ``settle_seconds`` without a
-    further change. An ingested file that changed is reported, not ingested again.
+    A new or changed file is taken once settled (:meth:`Policy.settled_at`).
     """
     if not files:
         return Registration()
     now = now_ms()
     table = ingest.SourceFile
     ids = {file_id(kind, file): file for file in files}
-    known = {row["file_id"]: row for row in _rows(ids).proj(
-        "state", "file_size", "file_mtime", "reason").to_dicts()}
-    ready = now + timedelta(seconds=settle_seconds)
-    new_rows, requeued, changed = [], 0, []
+    known = {row["file_id"]: row for row in _rows(ids).proj("state", "file_size", "file_mtime").to_dicts()}
+    new_rows, requeued = [], 0
     for fid, file in ids.items():
         row = known.get(fid)
+        ready = policy.settled_at(now, file.mtime)
         h2o, session_date = h2o_dates.get(fid, ("", None))
         if row is None:
             new_rows.append(dict(file_id=fid, kind=kind, data_root=str(file.data_root), rig=file.rig,
@@ -164,32 +207,28 @@ def register_found(kind: str, files: list[FileOnDisk], settle_seconds: float,
             continue
         update = dict(file_id=fid, file_size=file.size, file_mtime=file.mtime, seen_time=now, updated_time=now)
         state = FileState(row["state"])
-        if state in (FileState.INGESTED, FileState.CHANGED):
-            update.update(state=FileState.CHANGED.value, reason=(
-                f"changed after ingest: now {file.size} bytes, modified "
-                f"{datetime.fromtimestamp(file.mtime).isoformat(timespec='seconds')}; not ingested again"))
-            changed.append(file)
-        elif state in (FileState.FAILED, FileState.SKIPPED):
-            update.update(state=FileState.PENDING.value, reason="", attempts=0, next_attempt=ready)
+        if state in REEXAMINED:
+            update.update(state=FileState.PENDING.value, attempts=0, next_attempt=ready)
             requeued += 1
         elif state is FileState.PENDING:
             update.update(next_attempt=ready)  # still being written
         table.update1(update)
     if new_rows:
         table.insert(new_rows, skip_duplicates=True)  # another process may register the same file
-    return Registration(new=len(new_rows), requeued=requeued, changed_after_ingest=tuple(changed))
+    return Registration(new=len(new_rows), requeued=requeued)
 
 
-def ready_groups(kind: str) -> list[tuple[str, date]]:
+def ready_groups(kind: str) -> list[tuple[str, date | None]]:
     """(h2o, date) of pending files ready to be taken, oldest first.
 
     A day whose files are not all settled waits, so that a split session's
-    files are ingested together.
+    files are ingested together. A date of None holds pending files whose
+    name gives no day (queued again by hand): they are looked at, not claimed.
     """
     now = now_ms()
     rows = (ingest.SourceFile & {"kind": kind, "state": FileState.PENDING.value}).proj(
         "h2o", "session_date", "next_attempt").to_dicts(order_by="next_attempt")
-    earliest: dict[tuple[str, date], datetime] = {}
+    earliest: dict[tuple[str, date | None], datetime] = {}
     blocked = set()
     for row in rows:
         key = (row["h2o"], row["session_date"])
@@ -199,9 +238,16 @@ def ready_groups(kind: str) -> list[tuple[str, date]]:
     return [key for key in earliest if key not in blocked]
 
 
-def pending_files(kind: str, h2o: str, session_date: date | None) -> list[dict]:
-    return (ingest.SourceFile & {"kind": kind, "state": FileState.PENDING.value, "h2o": h2o,
-                                 "session_date": session_date}).to_dicts()
+def pending_files(kind: str, h2o: str, session_date: date | None) -> list[QueuedFile]:
+    rows = (ingest.SourceFile & {"kind": kind, "state": FileState.PENDING.value, "h2o": h2o}
+            & ({"session_date": session_date} if session_date else "session_date IS NULL")).proj(
+        "data_root", "rig", "subpath", "file_size", "file_mtime", "attempts").to_dicts()
+    return [QueuedFile(row["file_id"], _file(row), int(row["attempts"])) for row in rows]
+
+
+def _file(row: dict) -> FileOnDisk:
+    root = Path(row["data_root"])
+    return FileOnDisk(root / row["subpath"], root, row["rig"], row["file_size"], row["file_mtime"])
 
 
 def postpone(kind: str, file: FileOnDisk, delay_seconds: float, reason: str = "", *, seen: bool = False,
@@ -217,6 +263,13 @@ def postpone(kind: str, file: FileOnDisk, delay_seconds: float, reason: str = ""
     if attempt and row:
         update["attempts"] = int(row[0]["attempts"]) + 1
     ingest.SourceFile.update1(update)
+
+
+def pending_count(h2os: list[str]) -> int:
+    """Pending files of these subjects (of any kind)."""
+    if not h2os:
+        return 0
+    return len(ingest.SourceFile & {"state": FileState.PENDING.value} & [{"h2o": h2o} for h2o in h2os])
 
 
 def has_pending(kind: str) -> bool:
@@ -249,6 +302,45 @@ def _requeue(keys: list[dict]) -> int:
         ingest.SourceFile.update1(dict(key, state=FileState.PENDING.value, reason="", attempts=0,
                                        next_attempt=now, updated_time=now))
     return len(keys)
+
+
+# ---- data paths -----------------------------------------------------------
+
+SCAN_PROBLEMS_KEPT = 100  # listed per data path; the count says how many there were
+
+
+def path_id(data_root: Path) -> str:
+    return hashlib.sha1(str(data_root).encode()).hexdigest()[:16]
+
+
+def record_path_health(checks: list[PathHealth]) -> list[PathHealth]:
+    """Record this host's view of its data paths; returns the checks whose health changed."""
+    now = now_ms()
+    key = {"host": HOST}
+    known = {row["path_id"]: row for row in (ingest.DataPath & key).proj("health").to_dicts()}
+    changed = []
+    for check in checks:
+        pid = path_id(check.data_path.path)
+        row = dict(key, path_id=pid, health=check.health, problem=check.problem[:REASON_LENGTH], checked_time=now)
+        if pid not in known:
+            ingest.DataPath.insert1(dict(row, data_root=str(check.data_path.path), kind=check.data_path.kind,
+                                         rig=check.data_path.rig, since=now), skip_duplicates=True)
+            changed.append(check)
+        elif known[pid]["health"] != check.health:
+            ingest.DataPath.update1(dict(row, since=now))
+            changed.append(check)
+        else:
+            ingest.DataPath.update1(row)
+    return changed
+
+
+def record_scan_problems(data_root: Path, problems: list[ScanProblem]) -> None:
+    """What the last full scan of a data path could not use (replaces the previous list)."""
+    rows = [{"path": str(problem.path), "reason": problem.reason} for problem in problems[:SCAN_PROBLEMS_KEPT]]
+    key = {"host": HOST, "path_id": path_id(data_root)}
+    if ingest.DataPath & key:
+        ingest.DataPath.update1(dict(key, scanned_time=now_ms(), scan_problems=rows,
+                                     scan_problem_count=len(problems)))
 
 
 def now_ms() -> datetime:

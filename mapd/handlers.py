@@ -1,0 +1,152 @@
+"""What ``mapd run`` does with a claimed unit of work, one handler per kind (today: a behavior day).
+
+A handler takes the unit's queued files, checks they are still as they
+settled, does the work and records an outcome per file. Failures that pass
+(the database gone or full) propagate to the daemon, which waits and retries;
+a file's own problems become its recorded outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from .config import MapdConfig
+from .find.files import FileOnDisk
+from .find.scan import group_by_session
+from .ingest.behavior import ingested_files
+from .ingest.behavior_day import SessionUnit, ingest_parsed, subjects_by_h2o, triage
+from .logs import get_logger
+from .parsing import ParsedFile, ParsePool
+from .queue import files as queue
+from .queue.files import FileOutcome, FileState, QueuedFile, log_outcome
+from .queue.policy import Policy
+
+log = get_logger("mapd.daemon")
+KIND = "behavior"
+
+
+@dataclass(frozen=True)
+class UnitKey:
+    """A unit of work: its kind and the subject and day it belongs to."""
+
+    kind: str
+    h2o: str
+    session_date: date | None
+
+
+@dataclass
+class BehaviorDays:
+    """Handler of behavior days: a subject's files of one day, ingested as one session."""
+
+    config: MapdConfig
+    policy: Policy
+    parser: ParsePool
+    kind: str = KIND
+
+    def ready(self) -> list[UnitKey]:
+        return [UnitKey(KIND, h2o, day) for h2o, day in queue.ready_groups(KIND)]
+
+    def handle(self, unit: UnitKey) -> None:
+        queued = queue.pending_files(KIND, unit.h2o, unit.session_date)
+        if unit.session_date is None:
+            self._no_day(queued)
+            return
+        files = []
+        for item in queued:
+            file = self._settled(item)
+            if file is None:
+                return  # something is still being written or unreachable: the day waits
+            files.append(file)
+        if files:
+            self._ingest(unit, files)
+
+    def fail(self, unit: UnitKey, reason: str) -> None:
+        """An unexpected error while handling the unit: its files fail with the reason (not retried)."""
+        items = queue.pending_files(KIND, unit.h2o, unit.session_date)
+        self._finish([FileOutcome(item.file, FileState.FAILED, reason) for item in items])
+
+    def _ingest(self, unit: UnitKey, files: list[FileOnDisk]) -> None:
+        subjects = subjects_by_h2o()
+        ingested = ingested_files([f.path.name for f in files])
+        outcomes, session_unit = triage(self.config, unit.h2o, unit.session_date, files, ingested, subjects)
+        results = [outcome for outcome, _ in outcomes]
+        if session_unit is not None:
+            parsed = self.parser.parse([f.path for f in session_unit.files])
+            if self._unreadable_for_now(session_unit, parsed):
+                return  # the day is ingested whole, once every file reads cleanly
+            day_outcomes, _ = ingest_parsed(self.config, session_unit, parsed)
+            results += [outcome for outcome, _ in day_outcomes]
+        self._finish(results, {queue.file_id(KIND, f): (unit.h2o, unit.session_date) for f in files})
+
+    def _no_day(self, queued: list[QueuedFile]) -> None:
+        """Pending files whose name gives no usable day (queued again by hand): the same verdict again."""
+        groups = group_by_session(item.file for item in queued)
+        outcomes = ([FileOutcome(file, FileState.IGNORED, reason) for file, reason in groups.not_sessions]
+                    + [FileOutcome(file, FileState.FAILED, reason) for file, reason in groups.bad_names])
+        self._finish(outcomes)
+        sessions = groups.sessions  # named well after all (recorded by an older mapd): queue them by day
+        queue.record(KIND, [FileOutcome(f, FileState.PENDING) for group in sessions.values() for f in group],
+                     {queue.file_id(KIND, f): key for key, group in sessions.items() for f in group})
+
+    def _settled(self, item: QueuedFile) -> FileOnDisk | None:
+        """The file if it is unchanged since it settled; else postpone it and return None."""
+        recorded = item.file
+        try:
+            stat = recorded.path.stat()
+        except FileNotFoundError:
+            if recorded.data_root.is_dir():
+                self._finish([FileOutcome(recorded, FileState.FAILED, "file no longer exists")])
+            else:
+                self._postpone_or_fail(item, f"data path {recorded.data_root} is not reachable")
+            return None
+        except OSError as error:
+            self._postpone_or_fail(item, f"cannot stat: {error.strerror or error}")
+            return None
+        if not recorded.same_stat(stat):
+            self._still_being_written(recorded.with_stat(stat))
+            return None
+        return recorded
+
+    def _unreadable_for_now(self, unit: SessionUnit, parsed: list[ParsedFile]) -> bool:
+        """Postpone the files whose parse failed for a reason that may pass; True if there were any.
+
+        A file that changed while it was parsed is still being written (its
+        parse error says nothing); a transient error (gone, locked) is retried
+        with backoff.
+        """
+        postponed = False
+        for file, result in zip(unit.files, parsed):
+            if result.error is None:
+                continue
+            try:
+                stat = file.path.stat()
+            except OSError:
+                stat = None
+            changed = stat is not None and not file.same_stat(stat)
+            if changed:
+                self._still_being_written(file.with_stat(stat))
+            elif result.transient:
+                item = QueuedFile(queue.file_id(KIND, file), file, queue.attempts(KIND, file))
+                self._postpone_or_fail(item, result.error)
+            postponed |= changed or result.transient
+        return postponed
+
+    def _still_being_written(self, file: FileOnDisk) -> None:
+        queue.postpone(KIND, file, self.policy.settle_seconds, "still being written", seen=True)
+
+    def _postpone_or_fail(self, item: QueuedFile, reason: str) -> None:
+        """A transient failure: try again after a backoff, until the attempts run out."""
+        attempts = item.attempts + 1
+        if self.policy.gives_up(attempts):
+            self._finish([FileOutcome(item.file, FileState.FAILED, f"{reason} (after {attempts} attempts)")])
+            return
+        delay = self.policy.backoff_seconds(attempts)
+        queue.postpone(KIND, item.file, delay, reason, attempt=True)
+        log.warning("will retry", file=str(item.file.path), rig=item.file.rig, error=reason, attempt=attempts,
+                    delay=round(delay, 1))
+
+    def _finish(self, outcomes: list[FileOutcome], h2o_dates=None) -> None:
+        queue.record(KIND, outcomes, h2o_dates)
+        for outcome in outcomes:
+            log_outcome(outcome)

@@ -1,0 +1,208 @@
+"""``mapd run`` under attack: odd files, a lost or killed database, a full disk, shares that vanish and return."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import bpodgen
+from conftest import REAL_SESSION, run_mapd
+from mapd.schemas import experiment, ingest
+from test_daemon import DAY, daemons, file_states, session_count, setup, wait_for, write_session  # noqa: F401
+
+
+def states() -> list[str]:
+    return sorted(ingest.SourceFile.to_arrays("state").tolist())  # copies under two rigs share a subpath
+
+
+def test_odd_names_fifos_and_copies_never_stop_the_daemon(setup, daemons, tmp_path):
+    rig, write_config = setup
+    tower = tmp_path / "rigs" / "Tower2"
+    config = write_config(rigs={"RRig": rig, "Tower2": tower})
+    good = write_session(rig, DAY)
+    copy = tower / good.path.relative_to(rig)
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(good.path, copy)  # the same session under a second rig
+    write_session(rig, DAY + timedelta(days=1), h2o="y" * 40)  # h2o longer than the column
+    session_dir = good.path.parent
+    os.mkfifo(session_dir / "dl7_tw_20180510_100000.mat")  # opening it would block
+    (session_dir / "notes.mat").write_bytes(b"notes")
+
+    daemon = daemons(config)
+    wait_for(lambda: states() == ["failed", "ignored", "ingested", "skipped"], what="every verdict", daemon=daemon)
+    assert session_count() == 1
+    by_state = {row["state"]: row for row in ingest.SourceFile.to_dicts()}
+    assert by_state["skipped"]["rig"] == "Tower2" and by_state["skipped"]["reason"].startswith("same file as RRig:")
+    assert "longer than 16 characters" in by_state["failed"]["reason"]
+
+    # Retrying a file whose name gives no day used to kill the daemon (a claim with a null date).
+    before = (ingest.SourceFile & {"state": "failed"}).to_dicts()[0]["updated_time"]
+    retried = run_mapd("retry", "--all", config=config)
+    assert retried.returncode == 0 and "1 failed file(s) queued again" in retried.stdout
+    wait_for(lambda: states() == ["failed", "ignored", "ingested", "skipped"] and
+             (ingest.SourceFile & {"state": "failed"}).to_dicts()[0]["updated_time"] > before, what="failed again",
+             daemon=daemon)
+    beats = [row["heartbeat_time"] for row in ingest.Daemon.to_dicts()]
+    time.sleep(1.5)  # the heartbeat goes on: the FIFO stalls nothing
+    assert [row["heartbeat_time"] for row in ingest.Daemon.to_dicts()] > beats
+    assert daemon.process.poll() is None
+    assert not any(e.get("event") == "unexpected error in the daemon loop" for e in daemon.events())
+    assert daemon.stop() == 0
+
+
+def test_a_missing_share_is_reported_and_watched_when_it_returns(setup, daemons, tmp_path):
+    rig, write_config = setup
+    share = tmp_path / "rigs" / "Share"
+    config = write_config(rigs={"RRig": rig, "Share": share})
+    daemon = daemons(config)
+    wait_for(lambda: daemon.logged("data path unusable: not watched until it returns"), what="report",
+             daemon=daemon)
+    unusable = next(e for e in daemon.events() if e.get("event") == "data path unusable: not watched until it returns")
+    assert unusable["health"] == "missing" and unusable["path"] == str(share)
+    assert not any(e.get("event") == "watching" and e.get("path") == str(share) for e in daemon.events())
+    report = json.loads(run_mapd("status", "--json", config=config).stdout)
+    assert next(p for p in report["paths"] if p["rig"] == "Share")["health"] == "missing"
+
+    share.mkdir()  # the share is mounted
+    wait_for(lambda: daemon.logged("data path is back"), what="share back", daemon=daemon)
+    write_session(share, DAY)
+    wait_for(lambda: session_count() == 1, what="ingest from the returned share", daemon=daemon)
+    assert any(e.get("event") == "watching" and e.get("path") == str(share) for e in daemon.events())
+    assert daemon.stop() == 0
+
+
+def test_connection_lost_during_an_ingest_is_retried(setup, daemons, database):
+    rig, write_config = setup
+    daemon = daemons(write_config())
+    wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
+    stop = threading.Event()
+
+    def cut_inserts() -> None:
+        # Terminate the daemon's backend whenever it is inserting: the connection is lost mid-transaction.
+        while not stop.is_set():
+            database.connection.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND query ILIKE 'INSERT%%' AND query ILIKE '%%session_trial%%'")
+            time.sleep(0.005)
+
+    cutter = threading.Thread(target=cut_inserts)
+    cutter.start()
+    try:
+        write_session(rig, DAY, n_trials=400)
+        wait_for(lambda: daemon.logged("database cannot do the work now; retrying"), what="a cut", daemon=daemon)
+    finally:
+        stop.set()
+        cutter.join()
+    wait_for(lambda: session_count() == 1, what="ingest on a fresh connection", daemon=daemon)
+    assert states() == ["ingested"]
+    assert not any("Nested" in json.dumps(e) for e in daemon.events())
+    assert daemon.stop() == 0
+
+
+def test_embedded_server_killed_under_the_daemon_is_restarted(setup, daemons, database, state_dir):
+    from mapd.database import embedded_server_alive
+
+    rig, write_config = setup
+    config = write_config()
+    daemon = daemons(config)
+    wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
+    postmaster = int((state_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, 9)
+    wait_for(lambda: not embedded_server_alive(state_dir), what="server gone", timeout=10)
+    wait_for(lambda: daemon.logged("embedded database server restarted"), what="restart", daemon=daemon)
+    database.connection.connect()  # this test's own connection died with the server
+    write_session(rig, DAY)
+    wait_for(lambda: session_count() == 1, what="ingest after the restart", daemon=daemon)
+    assert daemon.stop() == 0
+
+
+def test_status_knows_a_live_daemon_while_the_database_is_down(setup, daemons, database):
+    import yaml
+    from test_daemon import _embedded_server, _pg_ctl
+
+    rig, write_config = setup
+    config = write_config()
+    body = yaml.safe_load(config.read_text())
+    # A lab server (here: the embedded one, reached as a server): mapd does not restart it, so it stays down.
+    body["database"] = {"backend": "postgresql", "host": database.params.host, "port": database.params.port,
+                        "user": "postgres"}
+    config.write_text(yaml.safe_dump(body))
+    daemon = daemons(config)
+    wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
+    server = _embedded_server(database)
+    _pg_ctl(server, "stop", "-m", "fast")
+    try:
+        wait_for(lambda: daemon.logged("database cannot do the work now; retrying"), what="outage", daemon=daemon)
+        status = run_mapd("status", config=config)
+        assert status.returncode == 3, status.stdout + status.stderr
+        assert f"daemon here: alive (pid {daemon.process.pid})" in status.stdout, status.stdout
+        assert "database: unavailable" in status.stdout
+        report = json.loads(run_mapd("status", "--json", config=config).stdout)
+        assert report["local_daemon"]["alive"] and report["database"] != "ok"
+    finally:
+        server.ensure_postgres_running()
+        database.connection.connect()
+    assert daemon.stop() == 0
+    assert "daemon here" not in run_mapd("status", config=config).stdout  # a clean stop removes the file
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = Path(f"/tmp/mapd-disk-{os.getpid()}")
+    mount.mkdir(exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0777", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["pkill", "-9", "-f", f"postgres -D {mount}"], capture_output=True)
+    time.sleep(0.5)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    mount.rmdir()
+
+
+def test_full_disk_is_waited_out_not_failed(tmp_path, small_disk, daemons):
+    import yaml
+
+    rig = tmp_path / "rigs" / "RRig"
+    rig.mkdir(parents=True)
+    config = tmp_path / "mapd.yaml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(small_disk / "state"), "session_user": "daveliu",
+        "rig_data_paths": [{"rig": "RRig", "path": str(rig), "watch": "poll", "poll_interval": 0.3}],
+        "ingest": {"min_behavior_file_bytes": 0},
+        "daemon": {"settle_seconds": 0.5, "heartbeat_seconds": 0.5,
+                   "retry": {"initial_seconds": 0.2, "max_seconds": 1.0, "max_attempts": 3}}}))
+    assert run_mapd("subject", "add", "--subject-id", "7007", "--h2o", "dl7", config=config).returncode == 0
+    daemon = daemons(config)
+    wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
+    filler = small_disk / "filler"
+    with filler.open("wb") as out:  # leave the database no room
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    for day in range(3):
+        write_session(rig, DAY + timedelta(days=day), n_trials=300, seed=day)
+    wait_for(lambda: daemon.logged("database cannot do the work now; retrying"), what="disk full", daemon=daemon,
+             timeout=60)
+    cause = next(e for e in daemon.events() if e.get("event") == "database cannot do the work now; retrying")
+    assert "disk full" in cause["error"]
+    time.sleep(2)  # more than max_attempts backoffs: still not failed for good
+    assert daemon.process.poll() is None
+    filler.unlink()
+    query = (f"import datajoint as dj; print(len(experiment.Session()), "
+             f"len(ingest.SourceFile & {{'state': 'failed'}}))")
+    wait_for(lambda: run_mapd("shell", "-c", query, config=config).stdout.split() == ["3", "0"],
+             what="every session after space is freed", timeout=60, daemon=daemon)
+    assert daemon.stop() == 0
