@@ -125,15 +125,18 @@ def test_a_killed_command_does_not_keep_the_server_forever(own_server):
 def test_a_daemon_stops_the_server_it_found_when_it_stops_last(own_server):
     config, state = own_server
     starter, killed = hold_open(config, 2)
-    daemon = start_mapd("run", config=config, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    daemon = start_mapd("run", config=config, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        output = []
         for line in daemon.stdout:
+            output.append(line)
             if '"mapd started"' in line:
                 break
         killed.kill()  # a user that cannot say goodbye
         killed.wait()
         starter.stdin.close()
         assert starter.wait(timeout=60) == 0
+        assert daemon.poll() is None, "the daemon exited early:\n" + "".join(output) + daemon.stdout.read()
         assert len(postmasters(state / "pgdata")) == 1  # the daemon's now
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
