@@ -101,6 +101,11 @@ _COMPANION_STATES = {
     "StopLicking": ("StopLickingReturn",),
 }
 
+# StimTrials codes that are photostim protocols (the original pipeline's 4, 5 and 6); another
+# non-zero code (the real file has 2) is a trial note "photostim code" and no photostim.
+PHOTOSTIM_PROTOCOLS: tuple[int, ...] = (4, 5, 6)
+TRIALEND_DURATION = 0.0  # the trialend event is a point event
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -163,7 +168,7 @@ def row(values: Iterable[float] | np.ndarray) -> np.ndarray:
 class ExpectedEvent:
     """One MAP trial event: time is the state entry (s from trial start)."""
 
-    kind: str  # 'presample' | 'sample' | 'delay' | 'go'
+    kind: str  # 'presample' | 'sample' | 'delay' | 'go' | 'trialend' (only in ExpectedTrial.trial_events)
     time: float
     duration: float  # after NaN correction
     raw_duration: float  # as the file gives it (NaN for NaN GUI values)
@@ -196,10 +201,44 @@ class ExpectedTrial:
     missing_states: tuple[str, ...]
     nan_durations: tuple[str, ...]  # event kinds whose GUI duration is NaN
     visited_states: tuple[str, ...]  # state sequence (names), for debugging
+    stim_code: float  # StimTrials (0: no photostim)
+    photostim_time: float | None  # first DelayPeriod entry for a code in PHOTOSTIM_PROTOCOLS, else None
+    trial_end: float | None  # first TrialEnd entry (None for a skipped trial)
 
     @property
     def skipped(self) -> bool:
         return self.skip_reason is not None
+
+    @property
+    def trial_events(self) -> tuple[ExpectedEvent, ...]:
+        """Every trial event an ingest records: ``events`` (the timed MAP events), then trialend."""
+        if self.trial_end is None:
+            return self.events
+        return (*self.events, ExpectedEvent("trialend", self.trial_end, TRIALEND_DURATION, TRIALEND_DURATION, False))
+
+    @property
+    def trial_number(self) -> int:
+        """Bpod's trial number in the file (1-based, skipped trials counted)."""
+        return self.index + 1
+
+    @property
+    def photostim_protocol(self) -> int | None:
+        return int(self.stim_code) if self.photostim_time is not None else None
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """The trial notes of an ingested trial."""
+        notes = {}
+        if self.protocol_type is not None:
+            notes["protocol #"] = str(self.protocol_type)
+        if self.autolearn is not None:
+            notes["autolearn"] = str(self.autolearn)
+        if self.bitcode is not None:
+            notes["bitcode"] = self.bitcode
+        if self.stim_code != 0 and self.photostim_time is None:
+            code = float(self.stim_code)
+            notes["photostim code"] = str(int(code)) if code.is_integer() else repr(code)
+        return notes
 
 
 @dataclass(frozen=True)
@@ -652,6 +691,7 @@ def build_session(
     missing_state_trials: Iterable[int] = (),
     no_gui_fields: bool = False,
     trial_start_offset: float = 0.0,
+    stim_codes: float | Sequence[float] | None = None,
 ) -> _Built:
     """Build SessionData (MATLAB value model) and the expected ingest results.
 
@@ -659,7 +699,8 @@ def build_session(
     ``REQUIRED_STATES[k % 6]`` (and its companion EarlyLick*/StopLickingReturn
     state) in its state machine. ``nan_duration_trials``: GUI SamplePeriod,
     DelayPeriod and AnswerPeriod are NaN (the state machine still ran with
-    the nominal timers).
+    the nominal timers). ``stim_codes``: StimTrials, one value or one per
+    trial; by default code 2 in about 15% of the trials, as in the real file.
     """
     if n_trials < 1:
         raise ValueError("n_trials must be >= 1")
@@ -720,11 +761,15 @@ def build_session(
 
     trial_start = trial_start_offset + np.array(starts_ticks, dtype=np.float64) / TICKS_PER_S
     t0 = datenum(start)
+    probes = np.where(rng.random(n_trials) < 0.1, rng.choice([1.6, 2.0], n_trials), 0.0)
+    stims = np.where(rng.random(n_trials) < 0.15, 2.0, 0.0)  # drawn anyway: the same seed, the same file
+    if stim_codes is not None:
+        stims = np.broadcast_to(np.asarray(stim_codes, dtype=np.float64), (n_trials,)).copy()
     session_data: dict[str, Any] = {
         "TrialTypes": row(trial_types),
         "LickPortMotorPosition": row(np.full(n_trials, 127000.0)),
-        "ProbeTrials": row(np.where(rng.random(n_trials) < 0.1, rng.choice([1.6, 2.0], n_trials), 0.0)),
-        "StimTrials": row(np.where(rng.random(n_trials) < 0.15, 2.0, 0.0)),
+        "ProbeTrials": row(probes),
+        "StimTrials": row(stims),
         "MATLABStartTimes": row(t0 + (trial_start - trial_start_offset) / 86400.0),
         "Info": {
             "BpodVersion": "Bpod 0.7-0.9",
@@ -747,7 +792,7 @@ def build_session(
         "SettingsFile": settings[-1],
         "TrialSettings": struct_row(settings),
     }
-    expected = _expected_trials(trials, settings, trial_types, trial_start)
+    expected = _expected_trials(trials, settings, trial_types, trial_start, stims)
     return _Built(session_data, expected)
 
 
@@ -774,6 +819,7 @@ def _expected_trials(
     settings: list[dict[str, Any]],
     trial_types: np.ndarray,
     trial_start: np.ndarray,
+    stims: np.ndarray,
 ) -> tuple[ExpectedTrial, ...]:
     last_good: dict[str, float] = {}  # kind -> last non-NaN duration
     out: list[ExpectedTrial] = []
@@ -813,6 +859,8 @@ def _expected_trials(
         if skip is None:
             events = _expected_events(names, sd, ts, gui, last_good)
         codes, ets = trial.event_codes.ravel(), trial.event_ts.ravel()
+        delays = _entries(names, sd, ts, "DelayPeriod")
+        stim = float(stims[i])
         out.append(
             ExpectedTrial(
                 index=i,
@@ -831,6 +879,9 @@ def _expected_trials(
                 missing_states=missing,
                 nan_durations=nan_kinds,
                 visited_states=tuple(names[int(k) - 1] for k in sd),
+                stim_code=stim,
+                photostim_time=delays[0] if stim in PHOTOSTIM_PROTOCOLS and delays else None,
+                trial_end=(_entries(names, sd, ts, "TrialEnd") or [None])[0] if skip is None else None,
             )
         )
     return tuple(out)
@@ -1186,13 +1237,14 @@ def write_session(
     missing_state_trials: Iterable[int] = (),
     no_gui_fields: bool = False,
     trial_start_offset: float = 0.0,
+    stim_codes: float | Sequence[float] | None = None,
 ) -> GeneratedSession:
     """Write one Bpod session file at ``path`` (parent dirs are created).
 
     ``path`` is the file itself; use :func:`session_path` for the rig layout
     ``root/{h2o}/{protocol}/Session Data/{h2o}_{protocol}_{date}_{time}.mat``.
     ``protocol_type`` may be one value or one per trial. See
-    :func:`build_session` for ``nan_duration_trials`` and ``missing_state_trials``.
+    :func:`build_session` for ``nan_duration_trials``, ``missing_state_trials`` and ``stim_codes``.
     """
     built = build_session(
         n_trials=n_trials,
@@ -1205,6 +1257,7 @@ def write_session(
         missing_state_trials=missing_state_trials,
         no_gui_fields=no_gui_fields,
         trial_start_offset=trial_start_offset,
+        stim_codes=stim_codes,
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1386,6 +1439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reversal", type=int, choices=[1, 2], default=1)
     parser.add_argument("--nan-trials", type=_parse_indices, default=[], help="comma-separated trial indices")
     parser.add_argument("--missing-state-trials", type=_parse_indices, default=[], help="comma-separated trial indices")
+    parser.add_argument("--stim-codes", type=lambda text: [float(x) for x in text.split(",") if x.strip()],
+                        help="StimTrials, one comma-separated code per trial (default: 2 in ~15%% of trials)")
     parser.add_argument("--no-gui-fields", action="store_true", help="another lab's protocol: GUI without MAP fields")
     parser.add_argument("--bad", choices=BAD_KINDS, help="write a broken file of this kind (needs --file)")
     args = parser.parse_args(argv)
@@ -1415,6 +1470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nan_duration_trials=args.nan_trials,
             missing_state_trials=args.missing_state_trials,
             no_gui_fields=args.no_gui_fields,
+            stim_codes=args.stim_codes,
         )
         size = session.path.stat().st_size
         print(f"{session.path}  {size / 1e6:.2f} MB  {len(session.skipped)} skipped  {time.perf_counter() - t0:.2f} s")

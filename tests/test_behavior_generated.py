@@ -20,11 +20,14 @@ def generate(root, protocol, start, **options):
 
 
 def assert_matches(records, generated, session=None):
-    """Every ingested trial of ``records`` equals the generator's expectation."""
+    """Every ingested trial of ``records`` (the session's only file) equals the generator's expectation."""
     session = session or merge_session([records])
     expected = generated.ingested
     assert len(records.trials) == len(expected)
     assert sum(records.skipped.values()) == len(generated.skipped)
+    assert records.trial_count == session.trial_count == generated.n_trials
+    # Bpod's trial numbers: skipped trials keep theirs.
+    assert [trial.trial for trial in session.trials] == [want.trial_number for want in expected]
     by_index = {trial.source.index_in_file: trial for trial in session.trials}
     first_start = generated.trials[0].start_timestamp
     for want in expected:
@@ -32,13 +35,18 @@ def assert_matches(records, generated, session=None):
         assert got.source.instruction == want.instruction
         assert got.source.outcome == want.outcome
         assert got.source.early_lick == want.early_lick
-        assert got.source.notes == {"protocol #": str(want.protocol_type), "autolearn": str(want.autolearn),
-                                    "bitcode": want.bitcode}
+        assert got.source.notes == want.notes
+        photostim = got.source.photostim
+        if want.photostim_time is None:
+            assert photostim is None
+        else:
+            assert (photostim.photo_stim, photostim.time, photostim.power) == (
+                want.photostim_protocol, pytest.approx(want.photostim_time), 5.5)
         assert got.start_time == pytest.approx(want.start_timestamp - first_start, abs=1e-6)
         assert [(e.event_type, round(e.time, 4)) for e in got.events] == [(e.kind, round(e.time, 4))
-                                                                          for e in want.events]
-        assert [e.duration for e in got.events] == pytest.approx([e.duration for e in want.events])
-        assert [e.corrected for e in got.events] == [e.corrected for e in want.events]
+                                                                          for e in want.trial_events]
+        assert [e.duration for e in got.events] == pytest.approx([e.duration for e in want.trial_events])
+        assert [e.corrected for e in got.events] == [e.corrected for e in want.trial_events]
         left = [a.time for a in got.source.actions if a.action_event_type == "left lick"]
         right = [a.time for a in got.source.actions if a.action_event_type == "right lick"]
         assert left == pytest.approx(list(want.left_licks)) and right == pytest.approx(list(want.right_licks))
@@ -75,6 +83,17 @@ def test_skipped_trials_are_counted_by_reason(tmp_path):
     assert_matches(records, generated)
 
 
+def test_skipped_trials_leave_gaps_in_bpods_trial_numbers(tmp_path):
+    protocol_types = [7] * 12
+    protocol_types[0] = 2  # the first trial, too
+    generated = generate(tmp_path, "tw", START, n_trials=12, seed=6, protocol_type=protocol_types,
+                         missing_state_trials=[4, 5, 11])  # ... and the last one
+    session = merge_session([parse_behavior_file(generated.path)])
+    assert [t.trial for t in session.trials] == [2, 3, 4, 7, 8, 9, 10, 11]
+    assert session.trial_count == 12 and len(session.trials) == 8
+    assert_matches(session.files[0], generated, session)
+
+
 def test_nan_durations_take_the_last_good_one_and_are_marked(tmp_path):
     generated = generate(tmp_path, "tw", START, n_trials=20, seed=11, nan_duration_trials=[0, 6, 7])
     records = parse_behavior_file(generated.path)
@@ -107,6 +126,59 @@ def test_split_session_is_one_session_in_time_order(tmp_path):
     assert session.trials[41].start_time == pytest.approx(3000.0 + later.trials[1].start_timestamp - second_first)
     starts = [t.start_time for t in session.trials]
     assert starts == sorted(starts)
+
+
+def test_a_split_sessions_later_file_continues_bpods_count_skipped_trials_included(tmp_path):
+    # The first file's last two trials are skipped (one lacks a state, one is a licking trial):
+    # the second file's trials still start at 13, after all 12 of the first.
+    first = generate(tmp_path, "tw", START, n_trials=12, seed=1, missing_state_trials=[3, 10],
+                     protocol_type=[7] * 11 + [2])
+    later = generate(tmp_path, "tw", START + timedelta(minutes=50), n_trials=8, seed=2, missing_state_trials=[0])
+    session = merge_session([parse_behavior_file(first.path), parse_behavior_file(later.path)])
+    assert session.file_trial_offsets == (0, 12) and session.trial_count == 20
+    assert [t.trial for t in session.trials] == [1, 2, 3, 5, 6, 7, 8, 9, 10, 14, 15, 16, 17, 18, 19, 20]
+    assert [t.trial - 12 for t in session.trials[9:]] == [t.trial_number for t in later.ingested]
+
+
+# StimTrials: 0 none; 4, 5, 6 the photostim protocols; 2 and 3.5 no protocol. Trial 8 (index 7)
+# is skipped (a missing state): its code 4 gives nothing.
+STIM_CODES = [0, 4, 5, 6, 2, 0, 4, 4, 3.5, 2, 6, 0]
+
+
+@pytest.mark.parametrize("fmt", ["v5", "v7.3"])
+def test_photostim_protocols_4_5_6_and_other_codes_as_notes_and_warnings(tmp_path, fmt):
+    generated = generate(tmp_path, "tw", START, n_trials=12, seed=8, fmt=fmt, stim_codes=STIM_CODES,
+                         missing_state_trials=[7])
+    records = parse_behavior_file(generated.path)
+    assert_matches(records, generated)
+    stims = {t.index_in_file: t.photostim for t in records.trials if t.photostim}
+    assert {index: stim.photo_stim for index, stim in stims.items()} == {2: 4, 3: 5, 4: 6, 7: 4, 11: 6}
+    for index, stim in stims.items():  # at the first DelayPeriod entry, 5.5 mW
+        delays = [e.time for e in records.trials[index - 1].events if e.event_type == "delay"]
+        assert (stim.time, stim.power) == (delays[0], 5.5)
+    assert {t.index_in_file: t.notes["photostim code"] for t in records.trials if "photostim code" in t.notes} == {
+        5: "2", 9: "3.5", 10: "2"}
+    assert records.warnings == {
+        "StimTrials code 2 is no photostim protocol (4, 5, 6): kept as trial note 'photostim code', "
+        "no photostim recorded": 2,
+        "StimTrials code 3.5 is no photostim protocol (4, 5, 6): kept as trial note 'photostim code', "
+        "no photostim recorded": 1}
+    protocols = merge_session([records]).photostim_protocols
+    assert [(p.photo_stim, p.device, p.duration) for p in protocols] == [(4, "OBIS470", 0.5), (5, "OBIS470", 0.5),
+                                                                         (6, "OBIS470", 0.5)]
+    assert [[(s.brain_area, s.ap_location, s.ml_location) for s in p.sites] for p in protocols] == [
+        [("ALM", 2500.0, -1500.0)], [("ALM", 2500.0, 1500.0)], [("ALM", 2500.0, -1500.0), ("ALM", 2500.0, 1500.0)]]
+
+
+def test_a_file_without_stim_trials_has_no_photostim(tmp_path):
+    built = bpodgen.build_session(n_trials=5, start=START, stim_codes=4)
+    del built.session_data["StimTrials"]
+    path = bpodgen.session_path(tmp_path, "dl7", "tw", START)
+    path.parent.mkdir(parents=True)
+    bpodgen.write_mat(path, {"SessionData": built.session_data}, start=START)
+    records = parse_behavior_file(path)
+    assert len(records.trials) == 5 and records.warnings == {}
+    assert all(t.photostim is None and "photostim code" not in t.notes for t in records.trials)
 
 
 def test_files_of_different_days_are_not_merged(tmp_path):

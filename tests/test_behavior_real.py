@@ -25,6 +25,11 @@ OUTCOMES = ["hit", "hit", "hit", "miss", "hit", "miss", "hit", "hit", "hit", "hi
 EARLY = {4, 8}
 TRIAL_START_TIMESTAMPS = [3501.308, 3508.549, 3515.356, 3522.208, 3529.869, 3708.059, 3714.503, 3805.86,
                           3875.707, 3882.521, 3974.472]
+# TrialEnd entries (s from trial start), from RawData and RawEvents.States.TrialEnd alike.
+TRIAL_ENDS = [6.9076, 6.4992, 6.554, 7.3659, 6.8765, 6.1565, 14.3892, 9.7589, 6.5217, 6.661, 6.5241]
+# StimTrials: code 2 in trials 2 and 9 (1-based), no other non-zero code; 2 is none of the
+# photostim protocols (4, 5, 6) the original declared.
+STIM_TRIALS = [0, 2, 0, 0, 0, 0, 0, 0, 2, 0, 0]
 BITCODES = ["1111100101111011", "1010100010000101", "0000111111100101", "0110110110111101", "1100000110100010",
             "1011110001110101", "1000101101101011", "0111001110010110", "0101110110011101", "1111000001001100",
             "0110000000010101"]
@@ -50,8 +55,34 @@ def test_instructions_outcomes_and_early_licks(records):
 
 
 def test_notes(records):
-    for trial, bitcode in zip(records.trials, BITCODES):
-        assert trial.notes == {"protocol #": "7", "autolearn": "1", "bitcode": bitcode}
+    for trial, bitcode, stim in zip(records.trials, BITCODES, STIM_TRIALS):
+        stim_note = {"photostim code": str(stim)} if stim else {}
+        assert trial.notes == {"protocol #": "7", "autolearn": "1", "bitcode": bitcode, **stim_note}
+
+
+def test_trial_numbers_are_bpods(records):
+    # Every trial is ingested, so Bpod's numbers have no gaps here.
+    session = merge_session([records])
+    assert [t.trial for t in session.trials] == [t.index_in_file for t in records.trials] == list(range(1, 12))
+    assert records.trial_count == session.trial_count == 11 and session.file_trial_offsets == (0,)
+
+
+def test_its_stim_codes_are_two_in_trials_2_and_9_and_no_photostim(records):
+    data = load_mat(REAL_SESSION, ["SessionData"])["SessionData"]
+    assert data["StimTrials"].tolist() == STIM_TRIALS
+    assert all(t.photostim is None for t in records.trials)
+    assert [t.index_in_file for t in records.trials if "photostim code" in t.notes] == [2, 9]
+    assert records.warnings == {"StimTrials code 2 is no photostim protocol (4, 5, 6): kept as trial note "
+                                "'photostim code', no photostim recorded": 2}
+    assert merge_session([records]).photostim_protocols == ()
+
+
+def test_trialend_is_the_trial_end_entry_a_point_event(records):
+    ends = [[(e.time, e.duration) for e in t.events if e.event_type == "trialend"] for t in records.trials]
+    assert ends == [[(pytest.approx(end), 0.0)] for end in TRIAL_ENDS]
+    # The same times as RawEvents.States.TrialEnd's entries.
+    raw = load_mat(REAL_SESSION, ["SessionData"])["SessionData"]["RawEvents"]["Trial"]
+    assert [float(trial["States"]["TrialEnd"][0]) for trial in raw] == pytest.approx(TRIAL_ENDS)
 
 
 def test_bitcodes_agree_with_the_probe_bitcode_file(records):
@@ -71,14 +102,16 @@ def test_trial_start_is_trial_start_timestamp_from_session_start(records):
 
 def test_events_of_a_plain_trial(records):
     events = [(e.event_type, round(e.time, 4), round(e.duration, 4)) for e in records.trials[0].events]
-    assert events == [("presample", 0.5, 0.43), ("sample", 0.93, 1.2), ("delay", 2.13, 1.2), ("go", 3.33, 1.5)]
+    assert events == [("presample", 0.5, 0.43), ("sample", 0.93, 1.2), ("delay", 2.13, 1.2), ("go", 3.33, 1.5),
+                      ("trialend", 6.9076, 0.0)]
 
 
 def test_events_of_a_trial_with_repeated_sample_periods(records):
     # Trial 4 re-enters SamplePeriod after each EarlyLickSample: one sample event per entry.
     events = [(e.event_type, round(e.time, 4)) for e in records.trials[3].events]
     samples = [0.93, 1.2767, 1.5202, 1.9912, 2.1288, 2.3034, 2.3292]
-    assert events == [("presample", 0.5)] + [("sample", t) for t in samples] + [("delay", 3.5292), ("go", 4.7292)]
+    assert events == [("presample", 0.5)] + [("sample", t) for t in samples] + [("delay", 3.5292), ("go", 4.7292),
+                                                                                 ("trialend", 7.3659)]
 
 
 def test_go_is_the_first_response_cue(records):

@@ -37,29 +37,84 @@ def sessions(subject_id=1001):
     return (experiment.Session & {"subject_id": subject_id}).to_dicts(order_by="session")
 
 
-def test_split_session_is_ingested_as_one(config, rig_root):
-    write(rig_root, DAY, n_trials=40, seed=1)
-    write(rig_root, DAY + timedelta(minutes=50), n_trials=30, seed=2)
-    summary = rescan(config)
-    assert summary.files["ingested"] == 2 and summary.sessions == 1
-    assert len(sessions()) == 1
-    trials = (experiment.SessionTrial & {"subject_id": 1001}).to_dicts(order_by="trial")
-    assert [t["trial"] for t in trials] == list(range(1, 71))
-    assert float(trials[40]["start_time"]) == pytest.approx(3000.0)
+def write_split_day(root, *, later: bool = True):
+    """A split day: 40 trials whose 6th and last two are skipped, then 30 whose first is skipped.
+
+    Returns the files and the Bpod trial numbers a correct ingest gives the day's trials.
+    """
+    first = write(root, DAY, n_trials=40, seed=1, missing_state_trials=[5, 38], protocol_type=[7] * 39 + [1],
+                  stim_codes=[4 if i in (2, 20) else 0 for i in range(40)])
+    second = None
+    if later:
+        second = write(root, DAY + timedelta(minutes=50), n_trials=30, seed=2, missing_state_trials=[0],
+                       stim_codes=[{3: 6, 4: 5, 29: 4}.get(i, 0) for i in range(30)])
+    numbers = [n for n in range(1, 41) if n not in (6, 39, 40)] + [40 + n for n in range(2, 31)]
+    return first, second, numbers
+
+
+def session_trials(subject_id=1001):
+    return (experiment.SessionTrial & {"subject_id": subject_id}).to_dicts(order_by="trial")
+
+
+def assert_split_day_rows(numbers):
+    """The split day's rows, whether its files came together or one after the other."""
+    assert len(sessions()) == 1 and sessions()[0]["bpod_trials"] == 70
+    trials = session_trials()
+    assert [t["trial"] for t in trials] == numbers  # Bpod's numbers: gaps where trials were skipped
+    assert float(trials[numbers.index(42)]["start_time"]) > 3000.0  # the second file starts 50 min in
+    assert len({t["trial_uid"] for t in trials}) == len(numbers)
     files = ingest.BehaviorIngest.BehaviorFile.to_dicts(order_by="behavior_file")
     assert [(f["trial_offset"], f["rig"]) for f in files] == [(0, "RRig"), (40, "RRig")]
+    # Photostim: protocol 4 in both files, 6 and 5 in the second; one Photostim row per protocol.
+    events = experiment.PhotostimEvent.to_dicts(order_by="trial")
+    assert [(e["trial"], e["photo_stim"], float(e["power"])) for e in events] == [
+        (3, 4, 5.5), (21, 4, 5.5), (44, 6, 5.5), (45, 5, 5.5), (70, 4, 5.5)]
+    assert experiment.PhotostimTrial.to_arrays("trial", order_by="trial").tolist() == [3, 21, 44, 45, 70]
+    photostims = experiment.Photostim.to_dicts(order_by="photo_stim")
+    assert [(p["photo_stim"], p["photostim_device"], float(p["duration"])) for p in photostims] == [
+        (4, "OBIS470", 0.5), (5, "OBIS470", 0.5), (6, "OBIS470", 0.5)]
+    locations = experiment.Photostim.PhotostimLocation.to_dicts(order_by=("photo_stim", "ml_location"))
+    assert [(p["photo_stim"], p["brain_area"], p["skull_reference"], float(p["ap_location"]),
+             float(p["ml_location"]), float(p["depth"]), float(p["theta"]), float(p["phi"])) for p in locations] == [
+        (4, "ALM", "Bregma", 2500.0, -1500.0, 0.0, 15.0, 15.0), (5, "ALM", "Bregma", 2500.0, 1500.0, 0.0, 15.0, 15.0),
+        (6, "ALM", "Bregma", 2500.0, -1500.0, 0.0, 15.0, 15.0), (6, "ALM", "Bregma", 2500.0, 1500.0, 0.0, 15.0, 15.0)]
 
 
-def test_a_later_file_of_an_ingested_day_is_appended(config, rig_root):
-    write(rig_root, DAY, n_trials=40, seed=1)
+def test_split_session_is_ingested_as_one(config, rig_root):
+    first, second, numbers = write_split_day(rig_root)
+    summary = rescan(config)
+    assert summary.files["ingested"] == 2 and summary.sessions == 1
+    assert_split_day_rows(numbers)
+    # Photostim at the first DelayPeriod entry, trialend at the TrialEnd entry (s from trial start).
+    delay = first.trials[2].events[[e.kind for e in first.trials[2].events].index("delay")].time
+    assert float((experiment.PhotostimEvent & {"trial": 3}).fetch1("photostim_event_time")) == pytest.approx(
+        delay, abs=5e-4)
+    end = (experiment.TrialEvent & {"trial": 41 + 1, "trial_event_type": "trialend"}).fetch1("trial_event_time")
+    assert float(end) == pytest.approx(second.trials[1].trial_end)
+
+
+def test_a_later_file_of_an_ingested_day_is_appended_continuing_bpods_count(config, rig_root):
+    _, _, numbers = write_split_day(rig_root, later=False)
     rescan(config)
-    write(rig_root, DAY + timedelta(minutes=50), n_trials=30, seed=2)
+    assert sessions()[0]["bpod_trials"] == 40 and session_trials()[-1]["trial"] == 38
+    write_split_day(rig_root)  # the same first file, and now the later one
     summary = rescan(config)
     assert summary.files == {"ingested": 1, "already ingested": 1}
-    assert len(sessions()) == 1
-    trials = (experiment.SessionTrial & {"subject_id": 1001}).to_dicts(order_by="trial")
-    assert len(trials) == 70 and float(trials[40]["start_time"]) == pytest.approx(3000.0)
-    assert len({t["trial_uid"] for t in trials}) == 70
+    # The same rows as when both files came at once: the second file's trials start at 41,
+    # after the first file's 40 Bpod trials, though its last ingested trial is 38.
+    assert_split_day_rows(numbers)
+
+
+def test_photostim_codes_that_are_no_protocol_are_notes_and_warnings(config, rig_root):
+    generated = write(rig_root, DAY, n_trials=10, seed=3, stim_codes=[0, 2, 3, 0, 2, 0, 0, 0, 0, 0])
+    rescan(config)
+    notes = (experiment.TrialNote & {"trial_note_type": "photostim code"}).to_dicts(order_by="trial")
+    assert [(n["trial"], n["trial_note"]) for n in notes] == [(2, "2"), (3, "3"), (5, "2")]
+    assert len(experiment.PhotostimTrial()) == 0 and len(experiment.Photostim()) == 0
+    warnings = (ingest.SourceFile & {"state": "ingested"}).fetch1("detail")["warnings"]
+    assert {reason.split(" is ")[0]: count for reason, count in warnings.items()} == {
+        "StimTrials code 2": 2, "StimTrials code 3": 1}
+    assert len(generated.ingested) == 10
 
 
 def test_an_earlier_file_of_an_ingested_day_is_a_recorded_conflict(config, rig_root):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from structlog.testing import capture_logs
 
 from conftest import place_real_session
 from mapd.backfill import rescan
@@ -21,7 +22,12 @@ COUNTED_TABLES = {
     "ActionEvent": experiment.ActionEvent,
     "BehaviorFile": ingest.BehaviorIngest.BehaviorFile,
     "CorrectedTrialEvents": ingest.BehaviorIngest.CorrectedTrialEvents,
+    "Photostim": experiment.Photostim,
+    "PhotostimTrial": experiment.PhotostimTrial,
+    "PhotostimEvent": experiment.PhotostimEvent,
 }
+STIM_WARNING = ("StimTrials code 2 is no photostim protocol (4, 5, 6): kept as trial note 'photostim code', "
+                "no photostim recorded")
 
 
 def counts() -> dict[str, int]:
@@ -42,7 +48,10 @@ def enter_dl25():
 def test_real_session_is_ingested_with_every_row(config, rig_root):
     place_real_session(rig_root)
     enter_dl25()
-    summary = rescan(config)
+    with capture_logs() as logs:
+        summary = rescan(config)
+    warned = [entry for entry in logs if entry["event"] == "trials ingested with a warning"]
+    assert [(w["log_level"], w["reason"], w["trials"]) for w in warned] == [("warning", STIM_WARNING, 2)]
     assert summary.files["ingested"] == 1 and summary.ok
     assert summary.sessions == 1 and summary.trials == 11
 
@@ -52,9 +61,10 @@ def test_real_session_is_ingested_with_every_row(config, rig_root):
     assert session[0]["session_date"] == date(2018, 2, 25)
     assert str(session[0]["session_time"]) == "11:23:28"
     assert session[0]["rig"] == "RRig" and session[0]["username"] == "daveliu"
+    assert session[0]["bpod_trials"] == 11
 
     trials = experiment.SessionTrial.to_dicts(order_by="trial")
-    assert [t["trial"] for t in trials] == list(range(1, 12))
+    assert [t["trial"] for t in trials] == list(range(1, 12))  # Bpod's numbers: none skipped
     assert float(trials[1]["start_time"]) == pytest.approx(7.241)
     assert float(trials[0]["stop_time"]) == pytest.approx(5.4076)
     assert len({t["trial_uid"] for t in trials}) == 11
@@ -69,17 +79,27 @@ def test_real_session_is_ingested_with_every_row(config, rig_root):
     notes = (experiment.TrialNote & {"trial": 1}).to_dicts()
     assert {n["trial_note_type"]: n["trial_note"] for n in notes} == {
         "protocol #": "7", "autolearn": "1", "bitcode": "1111100101111011"}
+    # StimTrials code 2 (trials 2 and 9) is no photostim protocol: a note, no photostim rows.
+    stim_notes = (experiment.TrialNote & {"trial_note_type": "photostim code"}).to_dicts(order_by="trial")
+    assert [(n["trial"], n["trial_note"]) for n in stim_notes] == [(2, "2"), (9, "2")]
 
     events = (experiment.TrialEvent & {"trial": 1}).to_dicts(order_by="trial_event_id")
     assert [(e["trial_event_type"], float(e["trial_event_time"]), float(e["duration"])) for e in events] == [
-        ("presample", 0.5, 0.43), ("sample", 0.93, 1.2), ("delay", 2.13, 1.2), ("go", 3.33, 1.5)]
+        ("presample", 0.5, 0.43), ("sample", 0.93, 1.2), ("delay", 2.13, 1.2), ("go", 3.33, 1.5),
+        ("trialend", 6.9076, 0.0)]
+    ends = (experiment.TrialEvent & {"trial_event_type": "trialend"}).to_arrays("trial_event_time", order_by="trial")
+    assert [float(end) for end in ends] == [6.9076, 6.4992, 6.554, 7.3659, 6.8765, 6.1565, 14.3892, 9.7589, 6.5217,
+                                            6.661, 6.5241]
     licks = (experiment.ActionEvent & {"trial": 3}).to_dicts(order_by="action_event_id")
     assert [(a["action_event_type"], float(a["action_event_time"])) for a in licks][:2] == [
         ("right lick", 3.524), ("left lick", 3.7198)]
-    assert counts() == {"Session": 1, "SessionTrial": 11, "BehaviorTrial": 11, "TrialNote": 33,
-                        "TrialEvent": 4 * 11 + 6 + 6, "ActionEvent": 63, "BehaviorFile": 1,
-                        "CorrectedTrialEvents": 0}
-    assert (ingest.SourceFile & {"state": "ingested"}).to_dicts()[0]["h2o"] == "dl25"
+    assert counts() == {"Session": 1, "SessionTrial": 11, "BehaviorTrial": 11, "TrialNote": 33 + 2,
+                        "TrialEvent": 5 * 11 + 6 + 6, "ActionEvent": 63, "BehaviorFile": 1,
+                        "CorrectedTrialEvents": 0, "Photostim": 0, "PhotostimTrial": 0, "PhotostimEvent": 0}
+    assert ingest.BehaviorIngest.BehaviorFile.to_dicts()[0]["trial_offset"] == 0
+    source = (ingest.SourceFile & {"state": "ingested"}).to_dicts()[0]
+    assert source["h2o"] == "dl25"
+    assert source["detail"]["warnings"] == {STIM_WARNING: 2} and source["detail"]["trials"] == 11
 
 
 def test_second_rescan_changes_nothing(config, rig_root):

@@ -6,12 +6,14 @@ pipeline's rules, with its known bugs fixed). Two functions matter:
 * :func:`parse_behavior_file` reads one file into a :class:`BehaviorFileRecords`;
 * :func:`merge_session` joins the files of one subject and day (a split
   session, Bpod restarted) into one :class:`SessionRecords`, trials in time
-  order, and fills NaN event durations.
+  order and numbered as Bpod counted them, and fills NaN event durations.
 
 A file whose name's date is not its own ``Info.SessionDate`` (a renamed
 copy) is refused; a Bpod session of another protocol (no ``TrialTypes`` or
 ``TrialSettings``) is not a bad file: its records have no trials, every
-trial counted as skipped for that reason.
+trial counted as skipped for that reason. A ``StimTrials`` code that is no
+photostim protocol is no failure either: the trial keeps it as a note and the
+records count it among their warnings.
 """
 
 from __future__ import annotations
@@ -61,6 +63,54 @@ GUI_TIMED_EVENTS = (
     ("delay", "DelayPeriod", "DelayPeriod", True),
     ("go", "ResponseCue", "AnswerPeriod", False),  # the go cue of the trial, not its repeats
 )
+# trialend: the first TrialEnd entry, a point event of duration 0.0, as the original wrote it
+# with the rules above (its analysis takes this time as the trial's length, e.g. for spike
+# rates). Its 2020 rewrite, reading RawEvents, gave every event its state's span instead
+# (TrialEnd: 0.25 s in the real file) and changed the other durations too; mapd keeps one rule set.
+TRIAL_END_EVENT = ("trialend", "TrialEnd", 0.0)
+
+# Photostim. SessionData.StimTrials holds one code per trial, 0 for none. The original pipeline
+# declared protocols 4, 5 and 6: the OBIS470 laser for 0.5 s at 5.5 mW (the power its
+# fix_0001 set), onto the left, the right or both ALMs (2.5 mm anterior, 1.5 mm lateral of
+# Bregma, at the surface, theta = phi = 15 deg), starting at the first DelayPeriod entry (its
+# "early-delay" period). It failed the whole session on any other code; the real dl25 session
+# has code 2 in trials 2 and 9, so another code is kept as a trial note and counted as a
+# warning, and the trial gets no photostim rows.
+PHOTOSTIM_STATE = "DelayPeriod"
+PHOTOSTIM_POWER = 5.5  # (mW)
+PHOTOSTIM_CODE_NOTE = "photostim code"
+
+
+@dataclass(frozen=True)
+class PhotostimSite:
+    """One place a photostim protocol shines on (``experiment.Photostim.PhotostimLocation``)."""
+
+    skull_reference: str
+    brain_area: str
+    ap_location: float  # (um) from the skull reference; anterior is positive
+    ml_location: float  # (um); right is positive
+    depth: float  # (um) below the brain surface; ventral is negative
+    theta: float  # (deg) elevation
+    phi: float  # (deg) azimuth
+
+
+@dataclass(frozen=True)
+class PhotostimProtocol:
+    """A photostim protocol (``experiment.Photostim``), named by its StimTrials code."""
+
+    photo_stim: int
+    device: str  # lab.PhotostimDevice
+    duration: float  # (s)
+    sites: tuple[PhotostimSite, ...]
+
+
+LEFT_ALM = PhotostimSite("Bregma", "ALM", 2500.0, -1500.0, 0.0, 15.0, 15.0)
+RIGHT_ALM = PhotostimSite("Bregma", "ALM", 2500.0, 1500.0, 0.0, 15.0, 15.0)
+PHOTOSTIM_PROTOCOLS = {
+    4: PhotostimProtocol(4, "OBIS470", 0.5, (LEFT_ALM,)),
+    5: PhotostimProtocol(5, "OBIS470", 0.5, (RIGHT_ALM,)),
+    6: PhotostimProtocol(6, "OBIS470", 0.5, (LEFT_ALM, RIGHT_ALM)),
+}
 
 
 class BehaviorFormatError(Exception):
@@ -105,7 +155,7 @@ def is_behavior_path(subpath: PurePath) -> bool:
 
 @dataclass(frozen=True)
 class TrialEventRecord:
-    event_type: str  # presample | sample | delay | go
+    event_type: str  # presample | sample | delay | go | trialend
     time: float  # (s) from trial start
     duration: float  # (s); NaN until merge_session fills it
     corrected: bool = False  # duration was NaN in the file and was filled
@@ -118,8 +168,15 @@ class ActionEventRecord:
 
 
 @dataclass(frozen=True)
+class PhotostimRecord:
+    photo_stim: int  # a key of PHOTOSTIM_PROTOCOLS
+    time: float  # (s) from trial start
+    power: float  # (mW)
+
+
+@dataclass(frozen=True)
 class TrialRecord:
-    index_in_file: int  # 1-based position in its file
+    index_in_file: int  # Bpod's trial number in its file (1-based, skipped trials counted)
     start: float  # (s) from the start of its file's first trial
     stop: float  # (s) from the start of its file's first trial
     instruction: str
@@ -128,6 +185,7 @@ class TrialRecord:
     notes: dict[str, str]
     events: tuple[TrialEventRecord, ...]
     actions: tuple[ActionEventRecord, ...]
+    photostim: PhotostimRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +198,7 @@ class BehaviorFileRecords:
     session_time: time
     trials: tuple[TrialRecord, ...]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> trials skipped
+    warnings: dict[str, int] = field(default_factory=dict)  # reason -> trials ingested despite it
     # What was read and parsed (one read: the checksum is of the parsed bytes).
     sha256: str = ""  # hex digest of the file's bytes
     size: int = 0  # (bytes)
@@ -147,12 +206,13 @@ class BehaviorFileRecords:
 
     @property
     def trial_count(self) -> int:
+        """Bpod's trials in the file, ingested or skipped."""
         return len(self.trials) + sum(self.skipped.values())
 
 
 @dataclass(frozen=True)
 class SessionTrialRecord:
-    trial: int  # 1-based in the session
+    trial: int  # Bpod's trial number over the session's files in time order (1-based, skipped ones counted)
     start_time: float  # (s) from the session's beginning
     stop_time: float
     source: TrialRecord
@@ -168,14 +228,33 @@ class SessionRecords:
     session_time: time
     files: tuple[BehaviorFileRecords, ...]  # in time order
     trials: tuple[SessionTrialRecord, ...]
-    file_trial_offsets: tuple[int, ...]  # trials before each file's first trial
+    file_trial_offsets: tuple[int, ...]  # Bpod trials (ingested or skipped) before each file
+
+    @property
+    def trial_count(self) -> int:
+        """Bpod's trials in the session's files, ingested or skipped."""
+        return sum(records.trial_count for records in self.files)
 
     @property
     def skipped(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for records in self.files:
-            total.update(records.skipped)
-        return dict(total)
+        return _total(records.skipped for records in self.files)
+
+    @property
+    def warnings(self) -> dict[str, int]:
+        return _total(records.warnings for records in self.files)
+
+    @property
+    def photostim_protocols(self) -> tuple[PhotostimProtocol, ...]:
+        """The photostim protocols the session's trials use, by code."""
+        used = {trial.source.photostim.photo_stim for trial in self.trials if trial.source.photostim}
+        return tuple(PHOTOSTIM_PROTOCOLS[code] for code in sorted(used))
+
+
+def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for count in counts:
+        total.update(count)
+    return dict(total)
 
 
 def parse_behavior_file(path: str | Path, *, max_inflated_bytes: int | None = None) -> BehaviorFileRecords:
@@ -263,6 +342,10 @@ def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any]
         "state_times": _per_trial(raw["OriginalStateTimestamps"], n),
         "events": _per_trial(_raw_event_trials(data), n),
     }
+    # StimTrials is optional (the original: "optional special case"); a trial it does not
+    # reach has no code, like a trial of a file without it.
+    stim_codes = list(_per_trial(data["StimTrials"], n)) if "StimTrials" in data else []
+    stim_codes += [None] * (n - len(stim_codes))
     # nTrials and the per-trial arrays can disagree (a session cut short):
     # only trials present in every array are parsed, the rest are counted.
     usable = min(n, *(len(values) for values in per_trial.values()))
@@ -275,6 +358,7 @@ def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any]
 
     first_start = float(starts[0]) if n else 0.0
     trials: list[TrialRecord] = []
+    warnings: Counter[str] = Counter()
     for i in range(usable):
         outcome = _parse_trial(
             index=i + 1,
@@ -285,11 +369,14 @@ def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any]
             state_data=per_trial["state_data"][i],
             state_times=per_trial["state_times"][i],
             events=per_trial["events"][i],
+            stim_code=stim_codes[i],
         )
         if isinstance(outcome, str):
             skipped[outcome] += 1
-        else:
-            trials.append(outcome)
+            continue
+        trials.append(outcome)
+        if PHOTOSTIM_CODE_NOTE in outcome.notes:
+            warnings[_stim_warning(outcome.notes[PHOTOSTIM_CODE_NOTE])] += 1
     return BehaviorFileRecords(
         path=path,
         name=name,
@@ -297,11 +384,13 @@ def _parse_session_data(path: Path, name: BehaviorFileName, data: dict[str, Any]
         session_time=_session_time(data.get("Info"), name),
         trials=tuple(trials),
         skipped=dict(skipped),
+        warnings=dict(warnings),
         **read,
     )
 
 
-def _parse_trial(*, index, start, trial_type, settings, state_names, state_data, state_times, events) -> TrialRecord | str:
+def _parse_trial(*, index, start, trial_type, settings, state_names, state_data, state_times, events,
+                 stim_code) -> TrialRecord | str:
     """One trial's records, or the reason it is skipped."""
     names = [str(state) for state in np.atleast_1d(state_names)]
     missing = [state for state in REQUIRED_STATES if state not in names]
@@ -348,7 +437,10 @@ def _parse_trial(*, index, start, trial_type, settings, state_names, state_data,
             TrialEventRecord(event_type, time, math.nan if duration is None else float(duration))
             for time in (entered if every_entry else entered[:1])
         ]
+    event_type, state, duration = TRIAL_END_EVENT
+    trial_events += [TrialEventRecord(event_type, time, duration) for time in entries.get(state, [])[:1]]
     trial_events.sort(key=lambda event: event.time)
+    photostim = _photostim(stim_code, entries, notes)
 
     actions = sorted(
         (
@@ -371,15 +463,36 @@ def _parse_trial(*, index, start, trial_type, settings, state_names, state_data,
         notes=notes,
         events=tuple(trial_events),
         actions=tuple(actions),
+        photostim=photostim,
     )
+
+
+def _photostim(stim_code: Any, entries: dict[str, list[float]], notes: dict[str, str]) -> PhotostimRecord | None:
+    """The trial's photostim for a known code; another non-zero code goes into ``notes``."""
+    code = _number(stim_code)
+    if code is None or code == 0:
+        return None
+    if code in PHOTOSTIM_PROTOCOLS and entries.get(PHOTOSTIM_STATE):
+        return PhotostimRecord(int(code), entries[PHOTOSTIM_STATE][0], PHOTOSTIM_POWER)
+    notes[PHOTOSTIM_CODE_NOTE] = _note(code)
+    return None
+
+
+def _stim_warning(code: str) -> str:
+    known = ", ".join(map(str, PHOTOSTIM_PROTOCOLS))
+    why = (f"in a trial that never entered {PHOTOSTIM_STATE}" if code in map(str, PHOTOSTIM_PROTOCOLS)
+           else f"is no photostim protocol ({known})")
+    return f"StimTrials code {code} {why}: kept as trial note '{PHOTOSTIM_CODE_NOTE}', no photostim recorded"
 
 
 def merge_session(files: Iterable[BehaviorFileRecords]) -> SessionRecords:
     """Join the files of one subject and day into one session, trials in time order.
 
     Each file's trial times are offset by the file's start (from its name)
-    relative to the first file. A NaN duration takes the last good duration
-    of its event type in the session (else 0.0) and is marked corrected.
+    relative to the first file. Trials are numbered as Bpod counted them,
+    skipped ones included: a file's trials continue after all the trials of
+    the files before it. A NaN duration takes the last good duration of its
+    event type in the session (else 0.0) and is marked corrected.
     """
     ordered = sorted(files, key=lambda records: records.name.start)
     if not ordered:
@@ -391,8 +504,9 @@ def merge_session(files: Iterable[BehaviorFileRecords]) -> SessionRecords:
     last_good: dict[str, float] = {}
     trials: list[SessionTrialRecord] = []
     offsets: list[int] = []
+    trial_offset = 0
     for records in ordered:
-        offsets.append(len(trials))
+        offsets.append(trial_offset)
         file_offset = (records.name.start - first.name.start).total_seconds()
         for trial in records.trials:
             events = []
@@ -404,13 +518,14 @@ def merge_session(files: Iterable[BehaviorFileRecords]) -> SessionRecords:
                 events.append(event)
             trials.append(
                 SessionTrialRecord(
-                    trial=len(trials) + 1,
+                    trial=trial_offset + trial.index_in_file,
                     start_time=file_offset + trial.start,
                     stop_time=file_offset + trial.stop,
                     source=trial,
                     events=tuple(events),
                 )
             )
+        trial_offset += records.trial_count
     return SessionRecords(
         h2o=first.name.h2o,
         session_date=first.session_date,

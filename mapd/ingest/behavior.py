@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import datajoint as dj
 
 from ..find.files import FileOnDisk
-from ..formats.behavior import TASK, TASK_PROTOCOL, BehaviorFileName, SessionRecords
+from ..formats.behavior import TASK, TASK_PROTOCOL, BehaviorFileName, PhotostimProtocol, SessionRecords
 from ..schemas import experiment, ingest
 
 UID_ALLOCATION_ATTEMPTS = 100
@@ -108,11 +108,13 @@ def insert_session(
                     session_time=records.session_time,
                     username=username,
                     rig=rig,
+                    bpod_trials=records.trial_count,
                 )
             )
             ingest.BehaviorIngest.insert1(key.as_dict(), allow_direct_insert=True)
             trial_offset, time_offset = 0, 0.0
-        rows = _session_rows(records, key, first_uid, trial_offset, time_offset)
+        rows = _photostim_rows(records, key)
+        rows.update(_session_rows(records, key, first_uid, trial_offset, time_offset))
         rows[ingest.BehaviorIngest.BehaviorFile] = [
             dict(
                 key.as_dict(),
@@ -139,10 +141,19 @@ def insert_session(
 
 
 def _append_point(session: dict, records: SessionRecords) -> tuple[SessionKey, int, float]:
-    """Where the new files' trials go in an existing session (a split session's later part)."""
+    """Where the new files' trials go in an existing session (a split session's later part).
+
+    Returns the session, the Bpod trials before the new files (their trials
+    continue that count) and the new files' start from the session's start
+    (s); the session's Bpod trial count is raised by the new files'. The
+    session's row is locked first, so that a concurrent append of other
+    files waits for this transaction and then sees its files and count.
+    """
     key = SessionKey(session["subject_id"], session["session"])
+    experiment.Session.update1(dict(key.as_dict(), bpod_trials=session["bpod_trials"]))  # the row lock
+    before = (experiment.Session & key.as_dict()).fetch1("bpod_trials")
     ingested = (ingest.BehaviorIngest.BehaviorFile & key.as_dict()).to_arrays("behavior_file").tolist()
-    if not ingested:
+    if not ingested or before is None:
         raise SessionConflict(
             f"subject {key.subject_id} already has session {key.session} on {records.session_date} "
             "that mapd did not ingest (entered by hand?); not adding files to it"
@@ -158,8 +169,29 @@ def _append_point(session: dict, records: SessionRecords) -> tuple[SessionKey, i
             f"{', '.join(sorted(ingested))}; {records.files[0].path.name} starts before the last of them, "
             "so its trials cannot be appended: delete the session and rescan to re-ingest the day"
         )
-    trial_count = len(experiment.SessionTrial & key.as_dict())
-    return key, trial_count, (new_first - starts[0]).total_seconds()
+    experiment.Session.update1(dict(key.as_dict(), bpod_trials=int(before) + records.trial_count))
+    return key, int(before), (new_first - starts[0]).total_seconds()
+
+
+def _photostim_rows(records: SessionRecords, key: SessionKey) -> dict[type, list[dict]]:
+    """The session's Photostim rows for the protocols its new trials use and it lacks."""
+    have = set((experiment.Photostim & key.as_dict()).to_arrays("photo_stim").tolist())
+    needed: list[PhotostimProtocol] = [protocol for protocol in records.photostim_protocols
+                                       if protocol.photo_stim not in have]
+    return {
+        experiment.Photostim: [
+            dict(key.as_dict(), photo_stim=protocol.photo_stim, photostim_device=protocol.device,
+                 duration=protocol.duration)
+            for protocol in needed
+        ],
+        experiment.Photostim.PhotostimLocation: [
+            dict(key.as_dict(), photo_stim=protocol.photo_stim, skull_reference=site.skull_reference,
+                 ap_location=site.ap_location, ml_location=site.ml_location, depth=site.depth, theta=site.theta,
+                 phi=site.phi, brain_area=site.brain_area)
+            for protocol in needed
+            for site in protocol.sites
+        ],
+    }
 
 
 def _session_rows(records: SessionRecords, key: SessionKey, first_uid: int, trial_offset: int, time_offset: float):
@@ -171,6 +203,8 @@ def _session_rows(records: SessionRecords, key: SessionKey, first_uid: int, tria
         experiment.TrialEvent: [],
         experiment.ActionEvent: [],
         ingest.BehaviorIngest.CorrectedTrialEvents: [],
+        experiment.PhotostimTrial: [],
+        experiment.PhotostimEvent: [],
     }
     for position, trial in enumerate(records.trials):
         trial_key = dict(session_key, trial=trial_offset + trial.trial)
@@ -213,6 +247,11 @@ def _session_rows(records: SessionRecords, key: SessionKey, first_uid: int, tria
                  action_event_time=action.time)
             for action_id, action in enumerate(source.actions, start=1)
         ]
+        if source.photostim is not None:
+            rows[experiment.PhotostimTrial].append(trial_key)
+            rows[experiment.PhotostimEvent].append(
+                dict(trial_key, photostim_event_id=1, photo_stim=source.photostim.photo_stim,
+                     photostim_event_time=source.photostim.time, power=source.photostim.power))
     return rows
 
 

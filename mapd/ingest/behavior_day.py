@@ -181,9 +181,14 @@ def _insert_files(config: MapdConfig, unit: SessionUnit, good: list[tuple[FileOn
     log.info("session ingested", h2o=unit.h2o, session_date=str(unit.session_date), rig=rig, files=sorted(files),
              trials=session.trials, rows=session.rows, duration=round(session.seconds, 3), appended=session.appended,
              **session.key.as_dict())
+    for parsed in records.files:  # e.g. a StimTrials code that is no photostim protocol
+        for reason, count in sorted(parsed.warnings.items()):
+            log.warning("trials ingested with a warning", file=str(files[parsed.path.name].path), h2o=unit.h2o,
+                        session_date=str(unit.session_date), trials=count, reason=reason, **session.key.as_dict())
     detail = {"session": session.key.as_dict()}
     return [(FileOutcome(file, FileState.INGESTED, "", dict(detail, trials=len(result.records.trials),
-                                                            skipped_trials=result.records.skipped),
+                                                            skipped_trials=result.records.skipped,
+                                                            warnings=result.records.warnings),
                          sha256=result.records.sha256), "ingested")
             for file, result in good], session
 

@@ -12,6 +12,9 @@ class Session(dj.Manual):
     # Fix: MAP records at most one session per subject and day (split Bpod
     # files are merged), so (subject_id, session_date) is unique: the database
     # itself then refuses a second session for a day, even from another host.
+    # mapd: bpod_trials counts the trials Bpod ran in the session's files,
+    # skipped ones included, so that a later file's trials continue Bpod's
+    # count (SessionTrial.trial) after it.
     definition = """
     -> lab.Subject
     session : int16                     # session number, 1-based per subject
@@ -20,6 +23,7 @@ class Session(dj.Manual):
     session_time : time
     -> lab.Person
     -> lab.Rig
+    bpod_trials = null : int32          # Bpod trials in the session's files, skipped ones too (null: not by mapd)
     unique index (subject_id, session_date)
     """
 
@@ -89,9 +93,12 @@ class SessionTrial(dj.Imported):
     # the session's beginning, offset by each file's start in a split session.
     # Fix: trial_uid was set to the trial number, not unique as documented;
     # mapd allocates it from ingest.TrialUidBlock and a unique index holds it.
+    # trial is Bpod's trial number (as the original's): skipped trials keep
+    # their numbers, so numbers have gaps; over a split session's files in
+    # time order, each file's trials continue after all those of the files before.
     definition = """
     -> Session
-    trial : int16                       # trial number (1-based)
+    trial : int16                       # Bpod trial number (1-based, over the session's files; gaps: skipped trials)
     ---
     trial_uid : int32                   # unique across sessions and animals
     start_time : decimal(10,4)          # (s) relative to session beginning
@@ -105,7 +112,8 @@ class TrialNoteType(dj.Lookup):
     definition = """
     trial_note_type : varchar(24)
     """
-    contents = zip(("autolearn", "protocol #", "bad", "bitcode", "autowater", "random_seed_start"))
+    # mapd: "photostim code", a StimTrials code that is no photostim protocol.
+    contents = zip(("autolearn", "protocol #", "bad", "bitcode", "autowater", "random_seed_start", "photostim code"))
 
 
 @schema
