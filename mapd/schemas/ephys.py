@@ -1,4 +1,9 @@
-"""ephys: probe insertions, sorted units and their spikes per trial (the original MAP ``ephys``)."""
+"""ephys: probe insertions, sorted units and their spikes per trial (the original MAP ``ephys``).
+
+Rows are entered by :mod:`mapd.ingest.probe`, one probe folder per transaction.
+Times: a unit's ``spike_times`` count from the start of the first recorded
+trial; ``TrialSpikes.spike_times`` from the trial's go cue.
+"""
 
 import datajoint as dj
 
@@ -14,9 +19,16 @@ class ProbeInsertion(dj.Manual):
     -> experiment.Session
     insertion_number : int8             # probe number (the N of {h2o}/{date}/{N}/)
     ---
-    -> [nullable] lab.Probe
-    -> [nullable] lab.ElectrodeConfig
+    -> [nullable] lab.Probe             # the probe's serial number, from its SpikeGLX .ap.meta
+    -> [nullable] lab.ElectrodeConfig   # probe type and the electrodes recorded, from the .meta's channel map
     """
+
+    class RecordingSystemSetup(dj.Part):
+        definition = """
+        -> master
+        ---
+        sampling_rate : float64         # (Hz) of the recording the spike times count in
+        """
 
     class InsertionLocation(dj.Part):
         definition = """
@@ -72,22 +84,38 @@ class ClusteringMethod(dj.Lookup):
 
 
 @schema
-class Unit(dj.Imported):
+class UnitUidBlock(dj.Manual):
+    # Reserves Unit.unit_uid values in blocks, one short transaction per probe
+    # ingest (as ingest.TrialUidBlock does for trials), so that concurrent
+    # ingests never contend for one counter inside their long transactions.
     definition = """
-    # a sorted unit of one probe insertion
+    first_uid : int32
+    ---
+    uid_count : int32
+    """
+
+
+@schema
+class Unit(dj.Imported):
+    # Fix: unit_uid was the cluster number, not unique as documented; mapd
+    # allocates it from UnitUidBlock and a unique index holds it.
+    definition = """
+    # a sorted unit of one probe insertion (noise clusters left out)
     -> ProbeInsertion
     -> ClusteringMethod
-    unit : int32
+    unit : int32                        # the sorter's cluster number
     ---
     unit_uid : int32                    # unique across sessions and animals
     -> UnitQualityType
-    unit_site = null : int32            # electrode site with the largest amplitude
-    unit_posx : float64                 # (um) estimated x position of the unit on the probe
-    unit_posy : float64                 # (um) estimated y position of the unit on the probe
+    unit_site = null : int32            # recording site of largest amplitude (1-based, as the sorter numbers sites)
+    -> [nullable] lab.ElectrodeConfig.Electrode     # the electrode of unit_site (when the probe's .meta is known)
+    unit_posx = null : float64          # (um) estimated x position of the unit on the probe
+    unit_posy = null : float64          # (um) estimated y position of the unit on the probe (from the tip)
     unit_amp = null : float64           # (uV) peak-to-peak amplitude
     unit_snr = null : float64           # signal-to-noise ratio
-    spike_times : <blob>                # (s) from the start of the recording
-    waveform : <blob>                   # average spike waveform (sites x samples)
+    spike_times : <blob>                # (s) every spike of the unit, from the start of the first recorded trial
+    waveform = null : <blob>            # mean waveform on unit_site (samples; JRClust: uV, Kilosort: template units)
+    unique index (unit_uid)
     """
 
     class UnitTrial(dj.Part):
@@ -109,9 +137,12 @@ class UnitCellType(dj.Computed):
 
 @schema
 class TrialSpikes(dj.Imported):
+    # One row per unit and stored trial with a go cue, also when the unit has
+    # no spike in it (an empty array), as the original: a PSTH divides by the
+    # number of rows.
     definition = """
     -> Unit
     -> experiment.SessionTrial
     ---
-    spike_times : <blob>                # (s) relative to the trial start
+    spike_times : <blob>                # (s) relative to the trial's go cue: goCue of the bitcode file, else the trial's start in the recording plus its behavior go event
     """

@@ -7,7 +7,7 @@ mapd process on the database sees the same work and the same outcomes.
 
 import datajoint as dj
 
-from . import experiment  # noqa: F401 (named in table definitions)
+from . import ephys, experiment  # noqa: F401 (named in table definitions)
 
 schema = dj.Schema()
 
@@ -45,15 +45,39 @@ class BehaviorIngest(dj.Imported):
 
 @schema
 class EphysIngest(dj.Imported):
+    # mapd: one row per probe (the original: one per session, its files in the
+    # part), recording how the probe's trials were found, so that a later
+    # change of its files can be detected and the alignment checked.
     definition = """
-    -> experiment.Session
+    # a probe folder's ingest: what was read and how its trials were aligned
+    -> ephys.ProbeInsertion
+    ---
+    data_root : varchar(4096)           # the ephys data path the folder is under (as found)
+    probe_folder : varchar(4096)        # the folder, relative to data_root: {h2o}/{date}/{N} or {h2o}/{date}-{N}
+    sorter : varchar(16)                # jrclust3 | jrclust4 | kilosort
+    alignment : varchar(16)             # bitcode (the offset where the codes agree) | trialNum (the bitcode file's numbers)
+    first_trial = null : int32          # Bpod trial of the first recorded trial (bitcode alignment)
+    recorded_trials : int32             # trials in the bitcode file
+    matched_trials : int32              # of those, trials of the behavior session (stored with TrialSpikes / UnitTrial)
+    agreeing_codes : int32              # recorded bitcodes equal to their behavior trial's
+    compared_codes : int32              # recorded trials whose behavior trial has a bitcode
+    trial_starts : varchar(16)          # sTrig (bitcode file) | viT_offset_file (JRClust)
+    go_cues : varchar(16)               # goCue (bitcode file) | behavior (trial start + go event)
+    units : int32
+    spikes : int64                      # spikes of the units (noise left out)
+    noise_spikes : int64                # spikes of noise clusters, left out
+    ingest_seconds : float64
+    ingest_time = CURRENT_TIMESTAMP : datetime
     """
 
     class EphysFile(dj.Part):
         definition = """
         -> master
-        insertion_number : int8         # probe number
-        ephys_file : varchar(255)       # path relative to the ephys data path
+        ephys_file : varchar(255)       # path relative to the probe folder
+        ---
+        file_size : int64               # (bytes) when ingested
+        file_mtime : float64            # (s since epoch) when ingested
+        file_sha256 : char(64)
         """
 
 
