@@ -16,9 +16,10 @@ from .config import MapdConfig
 from .find import health
 from .find.files import ScanProblem
 from .find.health import PathHealth
-from .find.scan import ScanScope, behavior_files, group_by_session
+from .find.scan import ScanScope, behavior_files, data_files, group_by_session, probe_folders
 from .ingest.behavior import IngestedSession, ingested_files
 from .ingest.behavior_day import CATEGORIES, Outcomes, SessionUnit, ingest_parsed, subjects_by_h2o, triage
+from .ingest.probe_folder import probe_outcome
 from .parsing import ParsedFile, ParsePool
 from .queue import files as queue
 from .queue.files import FileOutcome, FileState, log_outcome
@@ -27,6 +28,7 @@ from .queue.policy import Policy
 __all__ = ["CATEGORIES", "RescanSummary", "rescan"]
 
 KIND = "behavior"
+PROBE = "probe"
 
 
 @dataclass
@@ -39,11 +41,13 @@ class RescanSummary:
     problems: list[FileOutcome] = field(default_factory=list)  # files not ingested, with the reason
     unusable_paths: list[PathHealth] = field(default_factory=list)  # data paths missing or unreadable
     scan_problems: list[ScanProblem] = field(default_factory=list)  # entries the scan could not use
+    probes: Counter = field(default_factory=Counter)  # category -> probe folders
+    probe_problems: list[FileOutcome] = field(default_factory=list)  # probe folders not ingested, with the reason
 
     @property
     def ok(self) -> bool:
-        """No file failed and every data path in scope could be read."""
-        return self.files["failed"] == 0 and not self.unusable_paths
+        """No file or probe failed and every data path in scope could be read."""
+        return self.files["failed"] == 0 and self.probes["failed"] == 0 and not self.unusable_paths
 
     def add(self, outcomes: Outcomes, session: IngestedSession | None = None) -> None:
         for outcome, category in outcomes:
@@ -101,8 +105,37 @@ def rescan(
         _record(outcomes, h2o_dates, summary, session=session)
         if on_progress:
             on_progress(count, total)
+    if not scope.rigs and not scope.paths:  # probes after behavior: each needs its behavior session
+        _rescan_probes(config, scope, policy, summary)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _rescan_probes(config: MapdConfig, scope: ScanScope, policy: Policy, summary: RescanSummary) -> None:
+    """Every probe folder below the ephys data paths not yet ingested (in scope's dates)."""
+    now = queue.now_ms()
+    for entry in config.ephys_data_paths:
+        if not health.check(health.DataPath("ephys", entry.path, None)).ok:
+            continue  # reported with the other paths
+        scan = data_files("ephys", entry.path, None, entry.path)
+        summary.scan_problems += scan.problems
+        units = [(key, folder) for key, folder in probe_folders(entry.path, scan.files)
+                 if scope.since is None or key.session_date >= scope.since]
+        h2o_dates = {queue.file_id(PROBE, folder): (key.h2o, key.session_date) for key, folder in units}
+        done = queue.ingested_unchanged(PROBE, [folder for _, folder in units])
+        for key, folder in units:
+            if queue.file_id(PROBE, folder) in done:
+                outcome, category = FileOutcome(folder, FileState.INGESTED), "already ingested"
+            elif policy.settled_at(now, folder.mtime) > now:
+                outcome, category = FileOutcome(folder, FileState.PENDING, "modified moments ago: still being "
+                                                                           "written; run rescan again later"), "skipped"
+            else:
+                outcome, category = probe_outcome(folder)
+                queue.record(PROBE, [outcome], h2o_dates)
+                log_outcome(outcome)
+            summary.probes[category] += 1
+            if outcome.state is not FileState.INGESTED:
+                summary.probe_problems.append(outcome)
 
 
 def _check_paths(config: MapdConfig, scope: ScanScope) -> list[PathHealth]:
@@ -116,8 +149,7 @@ def _check_paths(config: MapdConfig, scope: ScanScope) -> list[PathHealth]:
 def _record_scan_problems(config: MapdConfig, scope: ScanScope, problems: list[ScanProblem]) -> None:
     for entry in config.rig_data_paths:
         if not scope.rigs or entry.rig in scope.rigs:
-            root = entry.path.resolve()
-            queue.record_scan_problems(entry.path, [p for p in problems if root in p.path.parents])
+            queue.record_scan_problems(entry.path, [p for p in problems if entry.path in p.path.parents])
 
 
 def _record(outcomes: Outcomes, h2o_dates, summary: RescanSummary, only_changed: bool = False,
@@ -130,8 +162,9 @@ def _record(outcomes: Outcomes, h2o_dates, summary: RescanSummary, only_changed:
     summary.add(outcomes, session)
     to_record = [outcome for outcome, _ in outcomes]
     if only_changed:
-        unchanged = {id(outcome) for outcome in queue.already_recorded(KIND, to_record)}
-        to_record = [outcome for outcome in to_record if id(outcome) not in unchanged]
+        unchanged = queue.ingested_unchanged(KIND, [o.file for o in to_record if o.state is FileState.INGESTED])
+        to_record = [o for o in to_record
+                     if not (o.state is FileState.INGESTED and queue.file_id(KIND, o.file) in unchanged)]
     queue.record(KIND, to_record, h2o_dates)
     for outcome in to_record:
         log_outcome(outcome)

@@ -220,6 +220,12 @@ def _rescan(args) -> int:
         print(f"  {category:<20} {summary.files[category]:>6}{extra}")
     for outcome in summary.problems:
         print(f"  {outcome.state.value}: {printable(str(outcome.file.path))}: {printable(outcome.reason)}")
+    if summary.probes:
+        print(f"probes: {sum(summary.probes.values())} folders")
+        for category, count in sorted(summary.probes.items()):
+            print(f"  {category:<20} {count:>6}")
+        for outcome in summary.probe_problems:
+            print(f"  {outcome.state.value}: {printable(str(outcome.file.path))}: {printable(outcome.reason)}")
     for problem in summary.scan_problems:
         print(f"  not scanned: {printable(str(problem.path))}: {printable(problem.reason)}")
     return EXIT_OK if summary.ok else EXIT_FAILED
@@ -342,6 +348,8 @@ def _print_status(report) -> None:
         return
     print(f"sessions ingested: {report.sessions}")
     print("files: " + ", ".join(f"{state} {count}" for state, count in report.files.items()))
+    if any(report.probes.values()):
+        print("probes: " + ", ".join(f"{state} {count}" for state, count in report.probes.items() if count))
     for rig in report.rigs:
         print(f"rig {rig.rig}: last file seen {printable(rig.last_file_seen or '-')} at {rig.last_seen_time}; "
               f"last ingest {printable(rig.last_ingested_file or '-')} at {rig.last_ingest_time or 'never'}")
@@ -351,9 +359,11 @@ def _print_status(report) -> None:
     for title, problems in (("waiting", report.waiting), ("failed", report.failed), ("skipped", report.skipped),
                             ("ignored", report.ignored), ("changed after ingest", report.changed)):
         if problems:
-            print(f"{title} (showing {len(problems)} of {report.files.get(problems[0].state, len(problems))}):")
+            total = report.files.get(problems[0].state, 0) + report.probes.get(problems[0].state, 0)
+            print(f"{title} (showing {len(problems)} of {total}):")
             for problem in problems:
-                print(f"  {printable(problem.path)}: {printable(problem.reason)}  [{problem.file_id}]")
+                age = f" (for {_age(problem.age_seconds)})" if problem.state == "waiting" else ""
+                print(f"  {printable(problem.path)}: {printable(problem.reason)}{age}  [{problem.file_id}]")
 
 
 def _age(seconds: float) -> str:

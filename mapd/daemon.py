@@ -27,7 +27,7 @@ from tenacity import Retrying, retry_if_exception, stop_never
 
 from . import database
 from .config import ConfigError, MapdConfig, load_config
-from .handlers import BehaviorDays, UnitKey
+from .handlers import BehaviorDays, ProbeDays, UnitKey
 from .ingest.behavior_day import subjects_by_h2o
 from .intake import Intake
 from .liveness import LivenessFile
@@ -96,7 +96,9 @@ class Daemon:
         try:
             with ParsePool(1, max_inflated_bytes=self.config.ingest.max_inflated_bytes,
                            memory_limit_bytes=self.config.ingest.parse_memory_bytes) as parser:
-                self.handlers = {"behavior": BehaviorDays(self.config, self.policy, parser)}
+                # Behavior first: a probe waits for its day's behavior session.
+                self.handlers = {"behavior": BehaviorDays(self.config, self.policy, parser),
+                                 "probe": ProbeDays(self.config, self.policy)}
                 self._start()
                 while not self.flags.stop:
                     self._turn_with_error_handling()
@@ -199,7 +201,7 @@ class Daemon:
             return True
         self.activity = "idle"
         # Wakes at once when a watcher reports something; sooner while files are settling.
-        self.intake.wait(IDLE_WAIT / 4 if queue.has_pending("behavior") else IDLE_WAIT)
+        self.intake.wait(IDLE_WAIT / 4 if queue.has_pending() else IDLE_WAIT)
         return False
 
     def _heartbeat(self, database_state: str = "ok") -> None:
@@ -238,29 +240,26 @@ class Daemon:
         return worked
 
     def _take(self, handler, unit: UnitKey) -> bool:
-        if unit.session_date is None:  # nothing to claim: no session can come of it
-            self._guarded(handler, unit)
-            return True
-        heartbeat = self.config.daemon.heartbeat_seconds
-        if not claims.claim(self.me, unit.kind, unit.h2o, unit.session_date, heartbeat):
-            return False
+        """Claim the unit and hand it to its handler; an unexpected error fails this unit, not the daemon."""
         try:
-            self.activity = f"{unit.kind}: {unit.h2o} {unit.session_date}"
-            self._guarded(handler, unit)
-        finally:
-            claims.release(self.me, unit.kind, unit.h2o, unit.session_date)
-        return True
-
-    def _guarded(self, handler, unit: UnitKey) -> None:
-        """Run the handler; an unexpected error fails this unit (logged with its traceback), not the daemon."""
-        try:
-            handler.handle(unit)
+            if unit.session_date is None:  # nothing to claim: no session can come of it
+                handler.handle(unit)
+                return True
+            heartbeat = self.config.daemon.heartbeat_seconds
+            if not claims.claim(self.me, unit.kind, unit.h2o, unit.session_date, heartbeat):
+                return False
+            try:
+                self.activity = f"{unit.kind}: {unit.h2o} {unit.session_date}"
+                handler.handle(unit)
+            finally:
+                claims.release(self.me, unit.kind, unit.h2o, unit.session_date)
         except Exception as error:
             if is_transient_database_error(error):
                 raise
             log.error("unexpected error; the unit's files are marked failed", kind=unit.kind, h2o=unit.h2o,
                       session_date=str(unit.session_date), error=describe(error), traceback=traceback.format_exc())
             handler.fail(unit, f"internal error: {type(error).__name__}: {describe(error)} (see the log)")
+        return True
 
     # ---- waiting out the database ------------------------------------------
 

@@ -1,4 +1,4 @@
-"""What ``mapd run`` does with a claimed unit of work, one handler per kind (today: a behavior day).
+"""What ``mapd run`` does with a claimed unit of work, one handler per kind (a behavior day, a probe day).
 
 A handler takes the unit's queued files, checks they are still as they
 settled, does the work and records an outcome per file. Failures that pass
@@ -13,9 +13,10 @@ from datetime import date
 
 from .config import MapdConfig
 from .find.files import FileOnDisk
-from .find.scan import group_by_session
+from .find.scan import group_by_session, probe_folders
 from .ingest.behavior import ingested_files
 from .ingest.behavior_day import SessionUnit, ingest_parsed, subjects_by_h2o, triage
+from .ingest.probe_folder import probe_outcome
 from .logs import get_logger
 from .parsing import ParsedFile, ParsePool
 from .queue import files as queue
@@ -67,6 +68,9 @@ class BehaviorDays:
         self._finish([FileOutcome(item.file, FileState.FAILED, reason) for item in items])
 
     def _ingest(self, unit: UnitKey, files: list[FileOnDisk]) -> None:
+        # Rigs in their configured order: of two copies of one file, the first rig's is ingested.
+        order = {entry.path: n for n, entry in enumerate(self.config.rig_data_paths)}
+        files = sorted(files, key=lambda f: (order.get(f.data_root, len(order)), str(f.path)))
         subjects = subjects_by_h2o()
         ingested = ingested_files([f.path.name for f in files])
         outcomes, session_unit = triage(self.config, unit.h2o, unit.session_date, files, ingested, subjects)
@@ -75,8 +79,10 @@ class BehaviorDays:
             parsed = self.parser.parse([f.path for f in session_unit.files])
             if self._unreadable_for_now(session_unit, parsed):
                 return  # the day is ingested whole, once every file reads cleanly
-            day_outcomes, _ = ingest_parsed(self.config, session_unit, parsed)
+            day_outcomes, session = ingest_parsed(self.config, session_unit, parsed)
             results += [outcome for outcome, _ in day_outcomes]
+            if session is not None:  # probes of this day waiting for their behavior session go now
+                queue.release_waiting_probes(unit.h2o, unit.session_date)
         self._finish(results, {queue.file_id(KIND, f): (unit.h2o, unit.session_date) for f in files})
 
     def _no_day(self, queued: list[QueuedFile]) -> None:
@@ -150,3 +156,47 @@ class BehaviorDays:
         queue.record(KIND, outcomes, h2o_dates)
         for outcome in outcomes:
             log_outcome(outcome)
+
+
+@dataclass
+class ProbeDays:
+    """Handler of probe folders: each probe of a subject's day, ingested in a transaction of its own."""
+
+    config: MapdConfig
+    policy: Policy
+    kind: str = "probe"
+
+    def ready(self) -> list[UnitKey]:
+        return [UnitKey(self.kind, h2o, day) for h2o, day in queue.ready_groups(self.kind) if day is not None]
+
+    def handle(self, unit: UnitKey) -> None:
+        for item in queue.pending_files(self.kind, unit.h2o, unit.session_date):
+            folder = self._settled(item)
+            if folder is not None:
+                outcome, _ = probe_outcome(folder)
+                queue.record(self.kind, [outcome])
+                log_outcome(outcome)
+
+    def fail(self, unit: UnitKey, reason: str) -> None:
+        items = queue.pending_files(self.kind, unit.h2o, unit.session_date)
+        outcomes = [FileOutcome(item.file, FileState.FAILED, reason) for item in items]
+        queue.record(self.kind, outcomes)
+        for outcome in outcomes:
+            log_outcome(outcome)
+
+    def _settled(self, item: QueuedFile) -> FileOnDisk | None:
+        """The folder if its files are as they settled; else it waits (still being written, or gone)."""
+        recorded = item.file
+        found = dict(probe_folders(recorded.data_root, [recorded]))
+        current = next(iter(found.values()), None)
+        if current is None:
+            if recorded.data_root.is_dir():
+                queue.record(self.kind, [FileOutcome(recorded, FileState.FAILED, "probe folder no longer exists")])
+            else:
+                queue.postpone(self.kind, recorded, self.policy.backoff_seconds(item.attempts + 1),
+                               f"data path {recorded.data_root} is not reachable", attempt=True)
+            return None
+        if (current.size, current.mtime) != (recorded.size, recorded.mtime):
+            queue.postpone(self.kind, current, self.policy.settle_seconds, "still being written", seen=True)
+            return None
+        return current

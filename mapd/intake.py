@@ -8,21 +8,20 @@ is watched again as soon as it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .config import MapdConfig
 from .find import health
 from .find.files import FileOnDisk
-from .find.scan import Scan, data_files, group_by_session
+from .find.scan import Scan, data_files, group_by_session, probe_folders
 from .find.watch import WatchedRoot, Watcher, watched_roots
-from .formats.ephys_paths import ephys_session
 from .logs import get_logger
 from .queue import files as queue
 from .queue.files import FileOutcome, FileState, log_outcome
 from .queue.policy import Policy
 
 log = get_logger("mapd.intake")
-EPHYS_WAITING = "ephys ingest is not available in this version of mapd; the file is recorded"
+PROBE = "probe"
 
 
 @dataclass
@@ -124,7 +123,7 @@ class Intake:
         if not scan.files:
             return
         if root.kind == "ephys":
-            self._register_ephys(scan.files)
+            self._register_probes(root, scan.files)
             return
         groups = group_by_session(scan.files)
         h2o_dates = {queue.file_id("behavior", f): key for key, group in groups.sessions.items() for f in group}
@@ -144,10 +143,10 @@ class Intake:
         for outcome in fresh:
             log_outcome(outcome)
 
-    def _register_ephys(self, files: list[FileOnDisk]) -> None:
-        known = queue.known_states("ephys", files)
-        fresh = [f for f in files if queue.file_id("ephys", f) not in known]
-        dates = {queue.file_id("ephys", f): ephys_session(PurePosixPath(f.subpath)) for f in fresh}
-        queue.record("ephys", [FileOutcome(f, FileState.WAITING, EPHYS_WAITING) for f in fresh], dates)
-        if fresh:
-            log.info("ephys files recorded", files=len(fresh))
+    def _register_probes(self, root: WatchedRoot, files: list[FileOnDisk]) -> None:
+        """Each probe folder these files are in is one unit of work, queued like a behavior file."""
+        units = probe_folders(root.path, files)
+        h2o_dates = {queue.file_id(PROBE, folder): (key.h2o, key.session_date) for key, folder in units}
+        result = queue.register_found(PROBE, [folder for _, folder in units], self.policy, h2o_dates)
+        if result.new or result.requeued:
+            log.info("probe folders queued", new=result.new, requeued=result.requeued, path=str(root.path))

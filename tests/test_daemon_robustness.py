@@ -101,7 +101,7 @@ def test_connection_lost_during_an_ingest_is_retried(setup, daemons, database):
     finally:
         stop.set()
         cutter.join()
-    wait_for(lambda: session_count() == 1, what="ingest on a fresh connection", daemon=daemon)
+    wait_for(lambda: session_count() == 1, what="ingest on a fresh connection", daemon=daemon, timeout=90)
     assert states() == ["ingested"]
     assert not any("Nested" in json.dumps(e) for e in daemon.events())
     assert daemon.stop() == 0
@@ -205,4 +205,29 @@ def test_full_disk_is_waited_out_not_failed(tmp_path, small_disk, daemons):
              f"len(ingest.SourceFile & {{'state': 'failed'}}))")
     wait_for(lambda: run_mapd("shell", "-c", query, config=config).stdout.split() == ["3", "0"],
              what="every session after space is freed", timeout=60, daemon=daemon)
+    assert daemon.stop() == 0
+
+
+def test_an_unexpected_error_fails_its_unit_and_the_daemon_goes_on(setup, daemons):
+    from mapd.find.files import FileOnDisk
+    from mapd.queue.files import file_id, now_ms
+
+    rig, write_config = setup
+    daemon = daemons(write_config())
+    wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
+    # A queue row no scan would write (a 40-character h2o): claiming it fails in the database.
+    now = now_ms()
+    fid = file_id("behavior", FileOnDisk(rig / "odd.mat", rig, "RRig", 1, 1.0))
+    ingest.SourceFile.insert1(dict(file_id=fid, kind="behavior", data_root=str(rig), rig="RRig",
+                                   subpath="odd.mat", h2o="z" * 40, session_date=DAY.date(), file_size=1,
+                                   file_mtime=1.0, state="pending", found_time=now, seen_time=now,
+                                   next_attempt=now, updated_time=now))
+    wait_for(lambda: (ingest.SourceFile & {"file_id": fid}).to_dicts()[0]["state"] == "failed",
+             what="the unit failed", daemon=daemon)
+    error = next(e for e in daemon.events() if e.get("event") == "unexpected error; the unit's files are marked failed")
+    assert "Traceback" in error["traceback"] and error["h2o"] == "z" * 40
+    assert "internal error" in (ingest.SourceFile & {"file_id": fid}).to_dicts()[0]["reason"]
+    assert len(ingest.SourceFile()) == 1
+    write_session(rig, DAY)
+    wait_for(lambda: session_count() == 1, what="ingest goes on", daemon=daemon)
     assert daemon.stop() == 0

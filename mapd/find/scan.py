@@ -12,6 +12,7 @@ from typing import Iterable
 from ..config import MapdConfig
 from ..formats.behavior import FILE_NAME_PATTERN, BehaviorFileName, BehaviorFormatError, is_behavior_path
 from ..formats.ephys_paths import ephys_session
+from ..formats.probe_folders import ProbeFolderKey, probe_folder_key
 from .files import FileOnDisk, ScanProblem, special_file_kind
 
 # lab.WaterRestriction.water_restriction_number is varchar(16): a longer h2o
@@ -60,15 +61,18 @@ def behavior_files(config: MapdConfig, scope: ScanScope = ScanScope()) -> Scan:
     found: dict[tuple[Path, Path], FileOnDisk] = {}
     result = Scan()
     for entry in roots:
-        root = entry.path.resolve()
-        starts = [p for p in requested if _is_within(p, root)] if requested else [root]
+        # Files are known by the data path as configured (as the daemon knows them), even where it is a link.
+        root, real = entry.path, entry.path.resolve()
+        starts = [root / p.relative_to(real) for p in requested if _is_within(p, real)] if requested else [root]
         for start in starts:
             scan = data_files("behavior", root, entry.rig, start)
             result.problems += scan.problems
             for file in scan.files:
                 if _in_dates(file.path.name, scope.since):
                     found.setdefault((root, file.path), file)
-    result.files = sorted(found.values(), key=lambda file: (file.path, file.rig or ""))
+    # Rigs in their configured order: of two copies of one file, the first rig's is ingested.
+    order = {entry.path: n for n, entry in enumerate(config.rig_data_paths)}
+    result.files = sorted(found.values(), key=lambda file: (order[file.data_root], file.path))
     return result
 
 
@@ -173,3 +177,21 @@ def group_by_session(files: Iterable[FileOnDisk]) -> SessionGroups:
             continue
         groups.sessions.setdefault((name.h2o, name.session_date), []).append(file)
     return groups
+
+
+def probe_folders(root: Path, files: Iterable[FileOnDisk]) -> list[tuple[ProbeFolderKey, FileOnDisk]]:
+    """The probe folders these processed-ephys files are in, each as one found unit.
+
+    A probe folder is one unit of work: its stat is the total size and the
+    latest mtime of its files (all of them, walked again, not only those
+    reported), so it settles only when every file has.
+    """
+    keys = {key for file in files if (key := probe_folder_key(PurePosixPath(file.subpath))) is not None}
+    units = []
+    for key in sorted(keys, key=lambda key: str(key.subpath)):
+        folder = root / key.subpath
+        inside = data_files("ephys", root, None, folder).files
+        if inside:
+            units.append((key, FileOnDisk(folder, root, None, sum(f.size for f in inside),
+                                          max(f.mtime for f in inside))))
+    return units

@@ -18,6 +18,7 @@ from ..schemas import ingest
 from .policy import Policy
 
 HOST = socket.gethostname()
+KINDS = ("behavior", "probe")  # behavior files, probe folders
 log = get_logger("mapd.queue")
 REASON_LENGTH = 2000
 RECORD_ATTEMPTS = 5
@@ -70,16 +71,15 @@ def known_states(kind: str, files: list[FileOnDisk]) -> dict[str, FileState]:
     return {fid: FileState(state) for fid, state in zip(*rows)}
 
 
-def already_recorded(kind: str, outcomes: list[FileOutcome]) -> list[FileOutcome]:
-    """Those of these ingested outcomes that the queue already holds, with the same stat: nothing to write."""
-    ingested = [outcome for outcome in outcomes if outcome.state is FileState.INGESTED]
-    if not ingested:
-        return []
-    rows = _rows(file_id(kind, outcome.file) for outcome in ingested).proj("state", "file_size", "file_mtime")
-    known = {row["file_id"]: row for row in rows.to_dicts()}
-    return [outcome for outcome in ingested
-            if (row := known.get(file_id(kind, outcome.file))) is not None and row["state"] == FileState.INGESTED.value
-            and (row["file_size"], row["file_mtime"]) == (outcome.file.size, outcome.file.mtime)]
+def ingested_unchanged(kind: str, files: list[FileOnDisk]) -> set[str]:
+    """Ids of those of these files the queue holds as ingested, with the same stat: nothing to do or write."""
+    if not files:
+        return set()
+    rows = _rows(file_id(kind, file) for file in files).proj("state", "file_size", "file_mtime").to_dicts()
+    known = {row["file_id"]: row for row in rows}
+    return {fid for file in files if (row := known.get(fid := file_id(kind, file))) is not None
+            and row["state"] == FileState.INGESTED.value
+            and (row["file_size"], row["file_mtime"]) == (file.size, file.mtime)}
 
 
 def record(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[str, date | None]] | None = None) -> None:
@@ -146,11 +146,11 @@ def log_outcome(outcome: FileOutcome) -> None:
                     reason=outcome.reason)
 
 
-def state_counts() -> dict[str, int]:
-    """Files per state (every state, zero included): the queue's depth."""
-    counts = {state.value: 0 for state in FileState}
-    for row in dj.U("state").aggr(ingest.SourceFile, n="count(*)").to_dicts():
-        counts[row["state"]] = int(row["n"])
+def state_counts() -> dict[str, dict[str, int]]:
+    """Units per kind and state (every state, zero included): the queue's depth."""
+    counts = {kind: {state.value: 0 for state in FileState} for kind in KINDS}
+    for row in dj.U("kind", "state").aggr(ingest.SourceFile, n="count(*)").to_dicts():
+        counts[row["kind"]][row["state"]] = int(row["n"])
     return counts
 
 
@@ -272,8 +272,8 @@ def pending_count(h2os: list[str]) -> int:
     return len(ingest.SourceFile & {"state": FileState.PENDING.value} & [{"h2o": h2o} for h2o in h2os])
 
 
-def has_pending(kind: str) -> bool:
-    return bool(ingest.SourceFile & {"kind": kind, "state": FileState.PENDING.value})
+def has_pending() -> bool:
+    return bool(ingest.SourceFile & {"state": FileState.PENDING.value})
 
 
 def attempts(kind: str, file: FileOnDisk) -> int:
@@ -284,6 +284,13 @@ def attempts(kind: str, file: FileOnDisk) -> int:
 def release_waiting(h2os: list[str]) -> int:
     """Files waiting for these subjects become pending now; returns how many."""
     rows = (ingest.SourceFile & {"state": FileState.WAITING.value} & [{"h2o": h2o} for h2o in h2os]).keys()
+    return _requeue(rows)
+
+
+def release_waiting_probes(h2o: str, session_date: date) -> int:
+    """Probe folders of this day that waited for its behavior session become pending now."""
+    rows = (ingest.SourceFile & {"kind": "probe", "state": FileState.WAITING.value, "h2o": h2o,
+                                 "session_date": session_date}).keys()
     return _requeue(rows)
 
 

@@ -62,7 +62,8 @@ class StatusReport:
     local_daemon: dict | None  # this host's daemon from state_dir, with "alive" (works without the database)
     paths: list[PathReport]
     database: str = "ok"  # or why it cannot be reached
-    files: dict[str, int] = field(default_factory=dict)  # state -> files: the queue depth per state
+    files: dict[str, int] = field(default_factory=dict)  # state -> behavior files: the queue depth per state
+    probes: dict[str, int] = field(default_factory=dict)  # state -> probe folders
     sessions: int = 0
     daemons: list[DaemonInfo] = field(default_factory=list)  # alive (recent heartbeat in the database)
     rigs: list[RigActivity] = field(default_factory=list)
@@ -89,7 +90,8 @@ def collect(heartbeat_seconds: float, local: LocalDaemon | None, checks: list[Pa
     recorded = {row["data_root"]: row for row in (ingest.DataPath & {"host": queue.HOST}).to_dicts()}
     report.paths = [_path_report(check, recorded.get(str(check.data_path.path))) for check in checks]
     waiting = _problems("waiting", order="found_time")
-    report.files = queue.state_counts()
+    counts = queue.state_counts()
+    report.files, report.probes = counts["behavior"], counts["probe"]
     report.sessions = len(ingest.BehaviorIngest())
     report.daemons = [DaemonInfo(d["host"], d["pid"], _time(d["started_time"]), _time(d["heartbeat_time"]),
                                  d["activity"]) for d in claims.live_daemons(heartbeat_seconds)]

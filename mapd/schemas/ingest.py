@@ -55,7 +55,7 @@ class EphysIngest(dj.Imported):
     data_root : varchar(4096)           # the ephys data path the folder is under (as found)
     probe_folder : varchar(4096)        # the folder, relative to data_root: {h2o}/{date}/{N} or {h2o}/{date}-{N}
     sorter : varchar(16)                # jrclust3 | jrclust4 | kilosort
-    alignment : varchar(16)             # bitcode (the offset where the codes agree) | trialNum (the bitcode file's numbers)
+    alignment : varchar(16)             # bitcode (the offset where codes agree) | trialNum (the file's numbers)
     first_trial = null : int32          # Bpod trial of the first recorded trial (bitcode alignment)
     recorded_trials : int32             # trials in the bitcode file
     matched_trials : int32              # of those, trials of the behavior session (stored with TrialSpikes / UnitTrial)
@@ -102,7 +102,7 @@ class SourceFile(dj.Manual):
     # a data file mapd has found, and what became of it
     file_id : char(16)                  # hash of kind, data root and path relative to it
     ---
-    kind : enum('behavior', 'ephys')
+    kind : enum('behavior', 'probe')   # a behavior file, or a probe folder (one unit: its files' total)
     data_root : varchar(4096)           # the rig_data_paths / ephys_data_paths entry it is under
     rig = null : varchar(24)
     subpath : varchar(4096)             # path relative to data_root (any path Linux allows)
@@ -145,7 +145,7 @@ class SessionClaim(dj.Manual):
     # one insert succeeds. A claim whose daemon has stopped beating is stale.
     definition = """
     # files of one subject and day being ingested by one mapd process
-    kind : enum('behavior', 'ephys')
+    kind : enum('behavior', 'probe')
     h2o : varchar(16)
     session_date : date
     ---
