@@ -139,10 +139,11 @@ class UnitCellType(dj.Computed):
 class TrialSpikes(dj.Imported):
     # One row per unit and stored trial with a go cue, also when the unit has
     # no spike in it (an empty array), as the original: a PSTH divides by the
-    # number of rows.
+    # number of rows. The go cue is the bitcode file's goCue, else the trial's
+    # start in the recording plus its behavior go event.
     definition = """
     -> Unit
     -> experiment.SessionTrial
     ---
-    spike_times : <blob>                # (s) relative to the trial's go cue: goCue of the bitcode file, else the trial's start in the recording plus its behavior go event
+    spike_times : <blob>                # (s) relative to the trial's go cue (bitcode goCue, else start + go event)
     """
