@@ -16,8 +16,8 @@ import datajoint as dj
 from ..find.files import FileOnDisk
 from ..formats.behavior import TASK, TASK_PROTOCOL, BehaviorFileName, PhotostimProtocol, SessionRecords
 from ..schemas import experiment, ingest
+from . import uids
 
-UID_ALLOCATION_ATTEMPTS = 100
 
 
 class SessionConflict(Exception):
@@ -263,20 +263,4 @@ def _next_session_number(subject_id: int) -> int:
 
 
 def _allocate_trial_uids(count: int) -> int:
-    """Reserve ``count`` consecutive trial_uid values; returns the first.
-
-    Blocks are chained (each starts where the highest ends), so two processes
-    that read the same end both try the same first_uid and one of them fails
-    as a duplicate and tries again. Runs in its own short transaction so that
-    concurrent session ingests never wait on one another for uids.
-    """
-    table = ingest.TrialUidBlock
-    for _ in range(UID_ALLOCATION_ATTEMPTS):
-        top = dj.U().aggr(table, end="max(first_uid + uid_count)").fetch1("end")
-        first = int(top or 0) + 1
-        try:
-            table.insert1({"first_uid": first, "uid_count": max(count, 1)})
-        except dj.errors.DuplicateError:
-            continue
-        return first
-    raise RuntimeError(f"could not allocate {count} trial uids after {UID_ALLOCATION_ATTEMPTS} attempts")
+    return uids.allocate(ingest.TrialUidBlock, count, "trial uids")

@@ -61,11 +61,11 @@ from ..formats.kilosort import read_kilosort
 from ..formats.probe_folders import ProbeFolder, session_of
 from ..formats.spikeglx import ProbeGeometry, read_probe
 from ..schemas import ephys, experiment, ingest, lab
+from . import uids
 
 __all__ = ["IngestedProbe", "ProbeAlreadyIngested", "ProbeFormatError", "ProbeKey", "ProbeWaiting", "ingest_probe"]
 
 CLUSTERING_METHODS = {"jrclust3": "jrclust_v3", "jrclust4": "jrclust_v4", "kilosort": "kilosort"}
-UID_ALLOCATION_ATTEMPTS = 100
 ELECTRODE_GROUP = 0  # one group per configuration, as the original
 # Rows of the large tables are encoded per block of this many spikes (bounds the memory they take).
 BLOCK_SPIKES = 1 << 21
@@ -463,18 +463,7 @@ def _electrode_config(probe_type: str, electrodes: np.ndarray) -> dict:
 
 
 def _allocate_unit_uids(count: int) -> int:
-    """Reserve ``count`` consecutive unit_uid values in a transaction of their own; returns the first
-    (blocks are chained: of two processes that read the same end, one fails as a duplicate and retries)."""
-    table = ephys.UnitUidBlock
-    for _ in range(UID_ALLOCATION_ATTEMPTS):
-        top = dj.U().aggr(table, end="max(first_uid + uid_count)").fetch1("end")
-        first = int(top or 0) + 1
-        try:
-            table.insert1({"first_uid": first, "uid_count": max(count, 1)})
-        except dj.errors.DuplicateError:
-            continue
-        return first
-    raise RuntimeError(f"could not allocate {count} unit uids after {UID_ALLOCATION_ATTEMPTS} attempts")
+    return uids.allocate(ephys.UnitUidBlock, count, "unit uids")
 
 
 # --------------------------------------------------------------------------
