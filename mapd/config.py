@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 CONFIG_ENV = "MAPD_CONFIG"
 PASSWORD_ENV = "MAPD_DB_PASSWORD"
+GLOBUS_SECRET_ENV = "MAPD_GLOBUS_CLIENT_SECRET"
 DEFAULT_LOCATIONS = (Path("mapd.yaml"), Path("/etc/mapd/mapd.yaml"))
 
 
@@ -113,6 +114,57 @@ class LoggingConfig(_Strict):
     file: Path | None = None
 
 
+class LocalArchiveConfig(_Strict):
+    # A mounted archive (NAS): files are copied here and verified.
+    path: Path
+
+
+class GlobusArchiveConfig(_Strict):
+    source_endpoint: str = Field(min_length=1)  # the endpoint serving this host's data paths
+    # Local path prefix -> the same directory's path on source_endpoint.
+    source_paths: dict[Path, str] = Field(min_length=1)
+    destination_endpoint: str = Field(min_length=1)
+    destination_path: str = Field(pattern=r"^/")
+    # A confidential client for the unattended daemon; without one, the tokens
+    # of a person's `mapd globus login` (in state_dir) are used.
+    client_id: str | None = None
+    client_secret_file: Path | None = None
+    # Never serialised with a value; read from client_secret_file or MAPD_GLOBUS_CLIENT_SECRET.
+    client_secret: SecretStr | None = Field(default=None, exclude=True)
+
+
+class ArchiveFilesConfig(_Strict):
+    """Which raw files of a session are archived: globs relative to the data path they are under.
+
+    ``{h2o}``, ``{YYYYMMDD}`` and ``{YYYY-MM-DD}`` are replaced by the session's.
+    """
+
+    behavior: list[str] = ["{h2o}/*/Session Data/{h2o}_*_{YYYYMMDD}_*.mat"]  # under each rig data path
+    ephys_raw: list[str] = ["{h2o}/{YYYY-MM-DD}/*/*.imec*.bin", "{h2o}/{YYYY-MM-DD}/*/*.imec*.meta"]  # ephys paths
+    video: list[str] = []  # under each rig data path
+
+
+class ArchiveConfig(_Strict):
+    transport: Literal["none", "local", "globus"] = "none"
+    local: LocalArchiveConfig | None = None
+    globus: GlobusArchiveConfig | None = None
+    files: ArchiveFilesConfig = ArchiveFilesConfig()
+
+    @model_validator(mode="after")
+    def _transport_configured(self) -> "ArchiveConfig":
+        if self.transport != "none" and getattr(self, self.transport) is None:
+            raise ValueError(f"transport {self.transport} needs an archive.{self.transport} section")
+        return self
+
+
+class CleanupConfig(_Strict):
+    enabled: bool = False  # off by default: deleting from a rig is the operator's decision
+    # Time between verified archival and deletion: room to notice a bad archive.
+    grace_seconds: float = Field(default=7 * 24 * 3600, ge=0)
+    # Only files whose real path (symlinks resolved) lies below one of these may be deleted.
+    roots: list[Path] = []
+
+
 class MapdConfig(_Strict):
     state_dir: Path = Path("/var/lib/mapd")
     database: DatabaseConfig = DatabaseConfig()
@@ -122,6 +174,8 @@ class MapdConfig(_Strict):
     ingest: IngestConfig = IngestConfig()
     daemon: DaemonConfig = DaemonConfig()
     logging: LoggingConfig = LoggingConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    cleanup: CleanupConfig = CleanupConfig()
     # Where this configuration was read from (not a key of the file).
     source: Annotated[Path | None, Field(exclude=True)] = None
 
@@ -216,6 +270,8 @@ def _resolve(config: MapdConfig, path: Path) -> MapdConfig:
         logging = logging.model_copy(update={"file": absolute(logging.file)})
     return config.model_copy(
         update={
+            "archive": _resolve_archive(config.archive, path, absolute),
+            "cleanup": config.cleanup.model_copy(update={"roots": [absolute(r) for r in config.cleanup.roots]}),
             "state_dir": absolute(config.state_dir),
             "database": database,
             "rig_data_paths": [e.model_copy(update={"path": absolute(e.path)}) for e in config.rig_data_paths],
@@ -226,16 +282,33 @@ def _resolve(config: MapdConfig, path: Path) -> MapdConfig:
     )
 
 
+def _resolve_archive(archive: ArchiveConfig, path: Path, absolute) -> ArchiveConfig:
+    update = {}
+    if archive.local is not None:
+        update["local"] = archive.local.model_copy(update={"path": absolute(archive.local.path)})
+    if archive.globus is not None:
+        globus = archive.globus
+        secret_file = absolute(globus.client_secret_file) if globus.client_secret_file else None
+        update["globus"] = globus.model_copy(update={
+            "source_paths": {absolute(local): remote for local, remote in globus.source_paths.items()},
+            "client_secret_file": secret_file,
+            "client_secret": _read_secret(GLOBUS_SECRET_ENV, secret_file, path, "archive.globus.client_secret_file"),
+        })
+    return archive.model_copy(update=update)
+
+
 def _read_password(database: DatabaseConfig, path: Path, absolute) -> SecretStr | None:
+    secret_file = absolute(database.password_file) if database.password_file else None
+    return _read_secret(PASSWORD_ENV, secret_file, path, "database.password_file")
+
+
+def _read_secret(env: str, secret_path: Path | None, path: Path, key: str) -> SecretStr | None:
     # The environment wins over the file so that a service manager can inject it.
-    if os.environ.get(PASSWORD_ENV):
-        return SecretStr(os.environ[PASSWORD_ENV])
-    if database.password_file is None:
+    if os.environ.get(env):
+        return SecretStr(os.environ[env])
+    if secret_path is None:
         return None
-    secret_path = absolute(database.password_file)
     try:
         return SecretStr(secret_path.read_text().strip())
     except OSError as error:
-        raise ConfigError(
-            f"{path}: database.password_file: cannot read {secret_path}: {error.strerror or error}"
-        ) from None
+        raise ConfigError(f"{path}: {key}: cannot read {secret_path}: {error.strerror or error}") from None

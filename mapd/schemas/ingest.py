@@ -144,8 +144,8 @@ class SessionClaim(dj.Manual):
     # Inserting the claim row is the atomic claim: of several processes only
     # one insert succeeds. A claim whose daemon has stopped beating is stale.
     definition = """
-    # files of one subject and day being ingested by one mapd process
-    kind : enum('behavior', 'probe')
+    # a unit of work (files of one subject and day) being worked on by one mapd process
+    kind : enum('behavior', 'probe', 'archive', 'cleanup', 'export')
     h2o : varchar(16)
     session_date : date
     ---
