@@ -111,7 +111,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     retry = commands.add_parser("retry", help="queue failed files again (all, or one by id or path)")
     which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("--all", action="store_true", help="every failed file")
+    which.add_argument("--all", action="store_true", help="every failed file, and every failed archive batch")
     which.add_argument("item", nargs="?", help="a file id (from mapd status) or a file path")
     retry.set_defaults(handler=_retry)
 
@@ -149,6 +149,10 @@ def _build_parser() -> argparse.ArgumentParser:
     erd.add_argument("--format", choices=("mermaid", "svg", "png"), default="mermaid",
                      help="mermaid (default; no extra software) or svg/png (need Graphviz)")
     erd.set_defaults(handler=_erd)
+
+    from .archive.commands import add_commands as add_archive_commands
+
+    add_archive_commands(commands, _date)
     return parser
 
 
@@ -270,7 +274,12 @@ def _retry(args) -> int:
     config = _load(args)
     _open(config)
     if args.all:
+        from .archive.stage import requeue_failed_batches
+
         count = requeue_failed()
+        batches = requeue_failed_batches()
+        if batches:
+            print(f"{batches} failed archive batch(es) queued again")
     else:
         ids = find_files(args.item, state="failed")
         if not ids:
@@ -313,10 +322,13 @@ def _status(args) -> int:
             raise
         report = local_report(local, checks, database=str(error) if isinstance(error, DatabaseError)
                               else describe(error))
+    archive = _archive_summary(report)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps({**report.as_dict(), "archive": archive.as_dict() if archive else None}, indent=2))
     else:
         _print_status(report)
+        if archive:
+            _print_archive_status(archive)
     return EXIT_OK if report.database == "ok" else EXIT_DATABASE
 
 
@@ -364,6 +376,27 @@ def _print_status(report) -> None:
             for problem in problems:
                 age = f" (for {_age(problem.age_seconds)})" if problem.state == "waiting" else ""
                 print(f"  {printable(problem.path)}: {printable(problem.reason)}{age}  [{problem.file_id}]")
+
+
+def _archive_summary(report):
+    if report.database != "ok":
+        return None
+    from .archive.status import summary
+
+    return summary()
+
+
+def _print_archive_status(archive) -> None:
+    if not archive.batches:
+        return
+    print("archive batches: " + ", ".join(f"{state} {count}" for state, count in sorted(archive.batches.items()))
+          + f"; files: " + ", ".join(f"{state} {count}" for state, count in sorted(archive.files.items()))
+          + f"; {archive.archived_bytes / 1e6:,.1f} MB archived")
+    if archive.freed_bytes:
+        print("freed by cleanup: " + ", ".join(f"{rig} {size / 1e6:,.1f} MB"
+                                               for rig, size in sorted(archive.freed_bytes.items())))
+    for problem in archive.problems:
+        print(f"  archive {printable(problem)}")
 
 
 def _age(seconds: float) -> str:

@@ -149,6 +149,8 @@ class ArchiveConfig(_Strict):
     local: LocalArchiveConfig | None = None
     globus: GlobusArchiveConfig | None = None
     files: ArchiveFilesConfig = ArchiveFilesConfig()
+    # How often a submitted transfer is asked how it is going.
+    poll_seconds: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _transport_configured(self) -> "ArchiveConfig":

@@ -26,6 +26,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception, stop_never
 
 from . import database
+from .archive.handlers import ArchiveDays, CleanupDays
 from .config import ConfigError, MapdConfig, load_config
 from .handlers import BehaviorDays, ProbeDays, UnitKey
 from .ingest.behavior_day import subjects_by_h2o
@@ -97,8 +98,10 @@ class Daemon:
             with ParsePool(1, max_inflated_bytes=self.config.ingest.max_inflated_bytes,
                            memory_limit_bytes=self.config.ingest.parse_memory_bytes) as parser:
                 # Behavior first: a probe waits for its day's behavior session.
+                archive = ArchiveDays(self.config, self.policy)
                 self.handlers = {"behavior": BehaviorDays(self.config, self.policy, parser),
-                                 "probe": ProbeDays(self.config, self.policy)}
+                                 "probe": ProbeDays(self.config, self.policy),
+                                 "archive": archive, "cleanup": CleanupDays(self.config, self.policy, archive)}
                 self._start()
                 while not self.flags.stop:
                     self._turn_with_error_handling()

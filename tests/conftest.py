@@ -114,11 +114,15 @@ def db(database):
 
 
 def _empty(database) -> None:
-    from mapd.schemas import experiment, ingest, lab
+    from mapd.schemas import experiment, ingest, lab, publication
 
     ingest.SourceFile.delete_quick()
     ingest.TrialUidBlock.delete_quick()
+    ingest.ArchiveFile.delete_quick()
+    ingest.ArchiveBatch.delete_quick()
     experiment.Session.delete()
+    publication.DataSet.delete()
+    publication.GlobusStorageLocation.delete()
     lab.Subject.delete()
     lab.Person.delete()
     lab.Rig.delete()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from ..config import MapdConfig
 
 
 @dataclass(frozen=True)
@@ -79,5 +82,20 @@ class Transport(Protocol):
     def verify(self, task_id: str, batch: Batch) -> list[ArchivedCopy]:
         """After success: every item as it is in the archive; raises TransportError if one is missing or differs."""
 
-    def fetch(self, destinations: list[str], to: Path) -> list[Path]:
-        """Bring archived files back under ``to`` (archive layout), verified; never overwrite a different file."""
+    def fetch(self, items: list[ArchiveItem], to: Path) -> list[Path]:
+        """Bring archived files back under ``to`` (archive layout), each verified against its sha256;
+        never overwrite a different file. (``ArchiveItem.source`` is not used.)"""
+
+
+def transport_for(config: "MapdConfig") -> Transport | None:
+    """The configured transport (None: archive.transport is none)."""
+    archive = config.archive
+    if archive.transport == "local":
+        from .local import LocalTransport
+
+        return LocalTransport(archive.local.path)
+    if archive.transport == "globus":
+        from .globus import GlobusTransport
+
+        return GlobusTransport(archive.globus, config.state_dir)
+    return None

@@ -53,7 +53,8 @@ def _compare_with_ingested(found: FileOnDisk, folder: ProbeFolder) -> tuple[File
     if not recorded:  # ingested from another data path (a copy of the folder)
         return FileOutcome(found, FileState.SKIPPED, "this probe of the session is already ingested "
                                                      "from another folder"), "skipped"
-    before = {row["ephys_file"]: row["file_sha256"] for row in recorded}
+    cleaned = _cleaned_by_mapd(found)  # archived raw files mapd deleted itself: gone, not changed
+    before = {row["ephys_file"]: row["file_sha256"] for row in recorded if row["ephys_file"] not in cleaned}
     now = {}
     for path in folder.files:
         try:
@@ -66,3 +67,10 @@ def _compare_with_ingested(found: FileOnDisk, folder: ProbeFolder) -> tuple[File
     log.warning("probe folder changed after ingest; not ingested again", folder=str(found.path), files=differing)
     return FileOutcome(found, FileState.CHANGED, f"changed after ingest: {', '.join(differing)}; "
                                                  "not ingested again"), "changed"
+
+
+def _cleaned_by_mapd(found: FileOnDisk) -> set[str]:
+    """Files of the folder (relative to it) that mapd's cleanup deleted after verified archival."""
+    prefix = found.subpath.rstrip("/") + "/"
+    cleaned = ingest.ArchiveFile & {"data_root": str(found.data_root), "state": "cleaned"}
+    return {subpath[len(prefix):] for subpath in cleaned.to_arrays("subpath") if subpath.startswith(prefix)}

@@ -175,3 +175,61 @@ class DataPath(dj.Manual):
     scan_problems = null : json         # entries the last full scan could not use: [{path, reason}]
     scan_problem_count = 0 : int32
     """
+
+
+@schema
+class ArchiveBatch(dj.Manual):
+    # The archive stage's queue: a batch goes pending -> submitted -> archived
+    # (or failed / blocked, with the reason). The submission id is stored
+    # before the transfer is submitted, so a submit repeated after a crash
+    # can never start a second transfer.
+    definition = """
+    # the raw files of one session's behavior, or of one probe, sent to the archive in one transfer
+    batch_id : char(16)                 # hash of h2o, session_date and part
+    ---
+    h2o : varchar(16)
+    session_date : date
+    part : varchar(16)                  # behavior (behavior and video files) | probe N (raw ephys)
+    subject_id : int32
+    session : int16
+    insertion_number = null : int16     # the probe (part probe N)
+    transport : varchar(16)             # local | globus
+    state : enum('pending', 'submitted', 'archived', 'failed', 'blocked')
+    submission_id = '' : varchar(64)    # the transport's idempotency key
+    task_id = '' : varchar(64)
+    reason = '' : varchar(2000)         # why failed or blocked, or what the transfer is waiting for
+    attempts = 0 : int32                # transient failures in a row
+    file_count : int32
+    total_bytes : int64
+    staged_time : datetime(3)
+    next_attempt : datetime(3)          # not looked at before this
+    archived_time = null : datetime(3)
+    index (state, next_attempt)
+    index (h2o, session_date)
+    """
+
+
+@schema
+class ArchiveFile(dj.Manual):
+    # A file's own state goes on after its batch: archived -> cleaned, or kept
+    # (with the reason cleanup left it). The source's size, mtime and sha256
+    # are read when staged; the archive copy is verified against them.
+    definition = """
+    # a raw file in an archive batch, and what became of its source
+    -> ArchiveBatch
+    file_id : char(16)                  # hash of data_root and subpath
+    ---
+    kind : enum('behavior', 'ephys_raw', 'video')
+    data_root : varchar(4096)           # the rig or ephys data path it is under
+    rig = null : varchar(24)
+    subpath : varchar(4096)             # path relative to data_root
+    destination : varchar(4096)         # path relative to the archive root
+    file_size : int64                   # (bytes) when staged
+    file_mtime : float64                # (s since epoch) when staged
+    sha256 : char(64)                   # of the source when staged; the archived copy's, once verified
+    state : enum('pending', 'submitted', 'archived', 'cleaned')
+    verified_time = null : datetime(3)  # when the archived copy was verified
+    cleaned_time = null : datetime(3)   # when mapd deleted the source
+    cleanup_note = '' : varchar(2000)   # why cleanup keeps the source (or how it went)
+    index (state)
+    """
