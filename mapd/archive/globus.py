@@ -142,9 +142,11 @@ class GlobusTransport:
         present = [str(path) for path in targets if path.exists()]
         if present:
             raise TransportError(f"not fetched, would replace existing files: {_join(present)}", retry=False)
+        # sync "exists": a file that appeared meanwhile is left alone, never overwritten.
         data = TransferData(
             self.endpoint, self._config.source_endpoint, label=f"mapd fetch {len(targets)} files",
-            verify_checksum=True, sync_level="exists", notify_on_succeeded=False,
+            submission_id=self.new_submission_id(), verify_checksum=True, sync_level="exists",
+            notify_on_succeeded=False,
         )
         for destination in destinations:
             data.add_item(self._archive_path(destination), posixpath.join(remote_to, _relative(destination)))
@@ -248,7 +250,7 @@ class GlobusTransport:
             raise TransportError(f"{doing}: cannot reach Globus ({type(error).__name__})", retry=True) from None
 
     def _api_error(self, error: GlobusAPIError, doing: str) -> TransportError:
-        said = f"{error.http_status} {error.code or ''}: {error.message or error.http_reason}".replace(" :", ":")
+        said = _said(error)
         fix = LOGIN_HINT if self._auth_kind() == "login" else "check archive.globus.client_id and its secret"
         if error.code == "ConsentRequired" or error.info.consent_required:
             scopes = " ".join(error.info.consent_required.required_scopes) or "a collection"
@@ -312,8 +314,8 @@ def task_status(task: Mapping[str, Any]) -> TaskStatus:
     if status == "INACTIVE":
         return TaskStatus("active", f"Globus task {task_id} is inactive (credentials expired?): {why}: {LOGIN_HINT}")
     if status == "ACTIVE":
-        if task.get("is_paused"):
-            return TaskStatus("active", f"Globus task {task_id} is paused by an administrator: {why}")
+        if task.get("is_paused") or str(nice).startswith("PAUSED"):
+            return TaskStatus("active", f"Globus task {task_id} is paused (by an endpoint administrator?): {why}")
         if nice in (None, "OK", "Queued"):
             return TaskStatus("active")
         return TaskStatus("active", f"Globus task {task_id} is retrying: {why}")
@@ -337,6 +339,14 @@ def _copy_problems(
         elif sizes[path] != item.size:
             problems.append(f"{path} has {sizes[path]} bytes, {item.source} had {item.size}")
     return problems
+
+
+def _said(error: GlobusAPIError) -> str:
+    """The status, code and message of an API error (OAuth errors put their code in "error")."""
+    body = error.raw_json if isinstance(error.raw_json, dict) else {}
+    code = error.code or body.get("error") or ""
+    message = error.message or body.get("error_description") or error.http_reason
+    return f"{error.http_status} {code}: {message}".replace(" :", ":")
 
 
 def _already_submitted(error: GlobusAPIError) -> bool:

@@ -62,7 +62,10 @@ def login(
     except TransportError as error:
         raise LoginError(str(error)) from None
     flow = _StreamLoginFlow(login_client, input, output)
-    app = user_app(config, state_dir, login_client, login_flow_manager=flow, token_validation_error_handler=None)
+    try:
+        app = user_app(config, state_dir, login_client, login_flow_manager=flow, token_validation_error_handler=None)
+    except ValueError as error:  # the JSON storage's word for a file it cannot read
+        raise LoginError(f"{path}: cannot use it ({error}): move it away and sign in again") from None
     client = globus_sdk.TransferClient(app=app, app_name="mapd")
     if config.data_access_collections:
         client.add_app_data_access_scope(config.data_access_collections)
