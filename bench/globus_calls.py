@@ -38,7 +38,7 @@ IDENTITY = "1de00000-0000-4000-8000-000000000004"
 @dataclass(frozen=True)
 class SessionCalls:
     files: int
-    api_calls: int  # HTTP requests to Globus for submit + polls + verify
+    api_calls: int  # HTTP requests to Globus: submit, polls, verify (task, transfers, one ls per directory)
     tasks: int  # transfer tasks created
 
 
@@ -74,8 +74,8 @@ def write_tokens(state_dir: Path, access_token: str = "bench-access-token") -> P
 
 def session_batch(root: Path, files: int) -> Batch:
     items = tuple(
-        ArchiveItem(root / "dl25" / f"probe{i % 2}" / f"f{i:05d}.bin", f"dl25/2019-07-10/ephys/probe{i % 2}/f{i:05d}.bin",
-                    1000 + i, f"{i:064x}")
+        ArchiveItem(root / "dl25" / f"probe{i % 2}" / f"f{i:05d}.bin",
+                    f"dl25/2019-07-10/ephys/probe{i % 2}/f{i:05d}.bin", 1000 + i, f"{i:064x}")
         for i in range(files)
     )
     return Batch("b1", "dl25 2019-07-10 ephys", items, submission_id="5b000000-0000-4000-8000-000000000005")
@@ -85,9 +85,12 @@ def mock_session(mock: responses.RequestsMock, batch: Batch, root: str, polls: i
     """Globus as it answers a successful session: accepted, ``polls - 1`` ACTIVE polls, then SUCCEEDED."""
     mock.add("POST", f"{TRANSFER}/transfer", json={"code": "Accepted", "task_id": TASK_ID}, status=202)
     for _ in range(polls - 1):
-        mock.add("GET", f"{TRANSFER}/task/{TASK_ID}", json={"task_id": TASK_ID, "status": "ACTIVE", "nice_status": "OK"})
-    mock.add("GET", f"{TRANSFER}/task/{TASK_ID}", json={"task_id": TASK_ID, "status": "SUCCEEDED", "faults": 0})
-    done = [{"DATA_TYPE": "successful_transfer", "destination_path": f"{root}/{item.destination}"} for item in batch.items]
+        mock.add("GET", f"{TRANSFER}/task/{TASK_ID}",
+                 json={"task_id": TASK_ID, "status": "ACTIVE", "nice_status": "OK"})
+    succeeded = {"task_id": TASK_ID, "status": "SUCCEEDED", "faults": 0, "verify_checksum": True, "files_skipped": 0}
+    mock.add("GET", f"{TRANSFER}/task/{TASK_ID}", json=succeeded)  # the last poll, and verify's look
+    done = [{"DATA_TYPE": "successful_transfer", "destination_path": f"{root}/{item.destination}"}
+            for item in batch.items]
     mock.add("GET", f"{TRANSFER}/task/{TASK_ID}/successful_transfers", json={"DATA": done, "next_marker": None})
     by_directory: dict[str, list[dict]] = {}
     for item in batch.items:

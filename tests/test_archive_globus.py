@@ -90,11 +90,12 @@ def test_a_session_is_one_task_submitted_polled_and_verified(api, transport, dat
     assert task_id == TASK_ID
     assert transport.poll(task_id).state == "succeeded"
     copies = transport.verify(task_id, batch)
-    assert [(c.destination, c.size, c.sha256) for c in copies] == [(i.destination, i.size, i.sha256) for i in batch.items]
+    expected = [(item.destination, item.size, item.sha256) for item in batch.items]
+    assert [(copy.destination, copy.size, copy.sha256) for copy in copies] == expected
 
     # One task for the 40 files (the original: 40), and one listing per directory.
     assert len(posts(api)) == 1
-    assert count_calls(api) == {"POST /transfer": 1, "GET /task/{id}": 1, "GET /task/{id}/successful_transfers": 1,
+    assert count_calls(api) == {"POST /transfer": 1, "GET /task/{id}": 2, "GET /task/{id}/successful_transfers": 1,
                                 "GET /operation/endpoint/{endpoint}/ls": 2}
     document = body(posts(api)[0])
     assert (document["source_endpoint"], document["destination_endpoint"]) == (SOURCE, DESTINATION)
@@ -112,15 +113,17 @@ def test_a_session_is_one_task_submitted_polled_and_verified(api, transport, dat
 def test_api_calls_per_session_do_not_grow_with_its_files():
     small, large = session_calls(3), session_calls(300)
     assert (small.tasks, large.tasks) == (1, 1)
-    assert small.api_calls == large.api_calls == 5  # submit, poll, successful_transfers, 2 listings
+    assert small.api_calls == large.api_calls == 6  # submit, poll, task + successful_transfers + 2 listings
 
 
 def test_successful_transfers_are_read_across_pages(api, transport, data):
     batch = session_batch(data, 4)
     done = [{"destination_path": f"/archive/{item.destination}"} for item in batch.items]
     url = f"{TRANSFER}/task/{TASK_ID}/successful_transfers"
-    api.add("GET", url, json={"DATA": done[2:], "next_marker": None}, match=[matchers.query_param_matcher({"marker": "m2"})])
+    api.add("GET", url, json={"DATA": done[2:], "next_marker": None},
+            match=[matchers.query_param_matcher({"marker": "m2"})])
     api.add("GET", url, json={"DATA": done[:2], "next_marker": "m2"})
+    add_task(api, status="SUCCEEDED", verify_checksum=True)
     add_listings(api, batch)
     assert len(transport.verify(TASK_ID, batch)) == 4
 
@@ -147,7 +150,8 @@ def test_failed_task_says_why(api, transport):
 @pytest.mark.parametrize(
     "task, words",
     [
-        ({"status": "INACTIVE", "nice_status": "CREDENTIALS_EXPIRED"}, ["inactive", "CREDENTIALS_EXPIRED", "mapd globus login"]),
+        ({"status": "INACTIVE", "nice_status": "CREDENTIALS_EXPIRED"},
+         ["inactive", "CREDENTIALS_EXPIRED", "mapd globus login"]),
         ({"status": "ACTIVE", "is_paused": True, "nice_status": "PAUSED_BY_ADMIN"}, ["paused", "PAUSED_BY_ADMIN"]),
         ({"status": "ACTIVE", "nice_status": "PAUSED_BY_PAUSE_RULE"}, ["paused", "PAUSED_BY_PAUSE_RULE"]),
         ({"status": "ACTIVE", "nice_status": "CONNECT_FAILED", "nice_status_short_description": "connection failed"},
@@ -179,7 +183,7 @@ def test_verify_names_a_missing_file_and_a_different_size(api, transport, data):
     gone, short = batch.items[0].destination, batch.items[2].destination
     transferred = [{"destination_path": f"/archive/{item.destination}"} for item in batch.items[1:]]
     api.add("GET", f"{TRANSFER}/task/{TASK_ID}/successful_transfers", json={"DATA": transferred, "next_marker": None})
-    add_task(api, status="SUCCEEDED", files_skipped=0)
+    add_task(api, status="SUCCEEDED", files_skipped=0, verify_checksum=True)
     add_listings(api, batch, sizes={short: 7}, leave_out=gone)
     with pytest.raises(TransportError) as raised:
         transport.verify(TASK_ID, batch)
@@ -190,10 +194,21 @@ def test_verify_names_a_missing_file_and_a_different_size(api, transport, data):
     assert f"/archive/{short} has 7 bytes, {batch.items[2].source} had {batch.items[2].size}" in message
 
 
+def test_verify_refuses_a_task_that_did_not_compare_checksums(api, transport, data):
+    batch = session_batch(data, 1)
+    done = [{"destination_path": f"/archive/{batch.items[0].destination}"}]
+    api.add("GET", f"{TRANSFER}/task/{TASK_ID}/successful_transfers", json={"DATA": done, "next_marker": None})
+    add_task(api, status="SUCCEEDED", verify_checksum=False)
+    add_listings(api, batch)
+    with pytest.raises(TransportError, match="the task is SUCCEEDED with verify_checksum=False"):
+        transport.verify(TASK_ID, batch)
+
+
 def test_verify_reports_the_files_of_a_missing_directory(api, transport, data):
     batch = session_batch(data, 2)
     done = [{"destination_path": f"/archive/{item.destination}"} for item in batch.items]
     api.add("GET", f"{TRANSFER}/task/{TASK_ID}/successful_transfers", json={"DATA": done, "next_marker": None})
+    add_task(api, status="SUCCEEDED", verify_checksum=True)
     api.add("GET", f"{TRANSFER}/operation/endpoint/{DESTINATION}/ls", status=404,
             json={"code": "ClientError.NotFound", "message": "Directory not found"})
     with pytest.raises(TransportError) as raised:
@@ -206,7 +221,7 @@ def test_a_file_already_in_sync_needs_no_transfer(api, transport, data):
     batch = session_batch(data, 2)
     transferred = [{"destination_path": f"/archive/{batch.items[1].destination}"}]
     api.add("GET", f"{TRANSFER}/task/{TASK_ID}/successful_transfers", json={"DATA": transferred, "next_marker": None})
-    add_task(api, status="SUCCEEDED", files_skipped=1)
+    add_task(api, status="SUCCEEDED", files_skipped=1, verify_checksum=True)
     add_listings(api, batch)
     assert len(transport.verify(TASK_ID, batch)) == 2
 
@@ -274,7 +289,8 @@ def test_new_submission_id_comes_from_globus(api, transport):
 def test_consent_required_says_to_log_in(api, transport, data):
     scope = f"urn:globus:auth:scope:transfer.api.globus.org:all[*https://auth.globus.org/scopes/{SOURCE}/data_access]"
     api.add("POST", f"{TRANSFER}/transfer", status=403,
-            json={"code": "ConsentRequired", "message": "Missing required data_access consent", "required_scopes": [scope]})
+            json={"code": "ConsentRequired", "message": "Missing required data_access consent",
+                  "required_scopes": [scope]})
     with pytest.raises(TransportError) as raised:
         transport.submit(session_batch(data, 1))
     assert raised.value.retry is False
@@ -287,7 +303,8 @@ def test_consent_required_says_to_log_in(api, transport, data):
 def test_rejected_credentials_are_not_retried(api, transport):
     api.add("GET", f"{TRANSFER}/task/{TASK_ID}", status=401,
             json={"code": "AuthenticationFailed", "message": "Token is not active"})
-    with pytest.raises(TransportError, match="refused mapd's credentials .*401 AuthenticationFailed.*mapd globus login") as raised:
+    expected = "refused mapd's credentials .*401 AuthenticationFailed.*mapd globus login"
+    with pytest.raises(TransportError, match=expected) as raised:
         transport.poll(TASK_ID)
     assert raised.value.retry is False
 
@@ -339,10 +356,11 @@ def test_secrets_never_appear_in_errors_reprs_or_logs(api, tmp_path, data, caplo
     assert errors[1].retry is True
     # They were used: the secret to get the token, the token on the transfer calls.
     token_request, *transfer_requests = api.calls
-    assert base64.b64encode(f"{config.client_id}:{CLIENT_SECRET}".encode()).decode() in token_request.request.headers["Authorization"]
+    basic = base64.b64encode(f"{config.client_id}:{CLIENT_SECRET}".encode()).decode()
+    assert token_request.request.headers["Authorization"] == f"Basic {basic}"
     assert all(call.request.headers["Authorization"] == f"Bearer {CLIENT_TOKEN}" for call in transfer_requests)
     seen = " ".join([*(str(e) for e in errors), *(repr(e) for e in errors), repr(transport), caplog.text])
-    for secret in (CLIENT_SECRET, CLIENT_TOKEN, "Authorization", base64.b64encode(CLIENT_SECRET.encode()).decode()[:12]):
+    for secret in (CLIENT_SECRET, CLIENT_TOKEN, basic, "Authorization"):
         assert secret not in seen
     assert "client" in repr(transport) and DESTINATION in repr(transport)
 
@@ -382,7 +400,8 @@ def test_fetch_brings_files_back_and_waits(api, transport, data):
     assert (document["source_endpoint"], document["destination_endpoint"]) == (DESTINATION, SOURCE)
     assert document["verify_checksum"] is True
     assert [(i["source_path"], i["destination_path"]) for i in document["DATA"]] == [
-        (f"/archive/{wanted[0]}", f"/rigdata/restore/{wanted[0]}"), (f"/archive/{wanted[1]}", f"/rigdata/restore/{wanted[1]}"),
+        (f"/archive/{wanted[0]}", f"/rigdata/restore/{wanted[0]}"),
+        (f"/archive/{wanted[1]}", f"/rigdata/restore/{wanted[1]}"),
     ]
 
 

@@ -123,12 +123,15 @@ class GlobusTransport:
     def verify(self, task_id: str, batch: Batch) -> list[ArchivedCopy]:
         with self._globus(f"verifying task {task_id}"):
             client = self._client()
+            task = client.get_task(task_id)
             pages = client.paginated.task_successful_transfers(task_id)
             transferred = {entry["destination_path"] for entry in pages.items()}
-            unlisted = [item for item in batch.items if self._archive_path(item) not in transferred]
-            in_sync = client.get_task(task_id).get("files_skipped", 0) if unlisted else 0
             sizes = self._sizes({posixpath.dirname(self._archive_path(item)) for item in batch.items})
-        problems = _copy_problems(batch.items, self._archive_path, sizes, unlisted, in_sync)
+        unlisted = [item for item in batch.items if self._archive_path(item) not in transferred]
+        problems = _copy_problems(batch.items, self._archive_path, sizes, unlisted, task.get("files_skipped") or 0)
+        # The copies count as verified only if Globus compared checksums (a task found by label may not have).
+        if task.get("status") != "SUCCEEDED" or not task.get("verify_checksum"):
+            problems.insert(0, f"the task is {task.get('status')} with verify_checksum={task.get('verify_checksum')}")
         if problems:
             raise TransportError(f"Globus task {task_id} ({batch.label}): {_join(problems)}", retry=False)
         return [ArchivedCopy(item.destination, item.size, item.sha256) for item in batch.items]
@@ -155,7 +158,8 @@ class GlobusTransport:
         self._wait(task_id, timeout, poll_seconds)
         missing = [str(path) for path in targets if not path.is_file()]
         if missing:
-            raise TransportError(f"Globus task {task_id} succeeded but these are not here: {_join(missing)}", retry=False)
+            raise TransportError(f"Globus task {task_id} succeeded but these are not here: {_join(missing)}",
+                                 retry=False)
         return targets
 
     # -- paths -------------------------------------------------------------------

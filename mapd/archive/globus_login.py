@@ -76,7 +76,8 @@ def login(
     except globus_sdk.NetworkError as error:
         raise LoginError(f"cannot reach Globus ({type(error).__name__})") from None
     except IdentityMismatchError:
-        raise LoginError(f"{path} holds the tokens of another Globus identity: remove it to sign in as another person") from None
+        raise LoginError(f"{path} holds the tokens of another Globus identity: remove it to sign in as another "
+                         "person") from None
     except TokenValidationError as error:
         raise LoginError(f"Globus did not grant what mapd needs ({type(error).__name__}): {error}") from None
     finally:
