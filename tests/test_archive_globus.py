@@ -16,6 +16,7 @@ import jwt
 import pytest
 import requests
 import responses
+import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 from globus_sdk import TransferClient
 from globus_sdk.testing import RegisteredResponse, load_response
@@ -429,10 +430,15 @@ def test_fetch_gives_up_waiting_after_the_timeout(api, transport, data):
 # -- mapd globus login ----------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def signing_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @pytest.fixture
-def auth_api(api):
+def auth_api(api, signing_key):
     """Globus Auth answering a native-app code exchange, with an id_token signed by a key it publishes."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = signing_key
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     api.add("GET", f"{AUTH}/.well-known/openid-configuration",
             json={"issuer": AUTH, "jwks_uri": f"{AUTH}/jwk.json", "id_token_signing_alg_values_supported": ["RS512"]})
@@ -503,3 +509,32 @@ def test_globus_login_command_is_registered_with_help(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["globus", "login", "--help"])
     assert "globus-tokens.json" in capsys.readouterr().out
+
+
+def write_config(tmp_path: Path, data: Path, **globus) -> Path:
+    globus = {"source_endpoint": SOURCE, "source_paths": {str(data): "/rigdata"}, "destination_endpoint": DESTINATION,
+              "destination_path": "/archive", **globus}
+    path = tmp_path / "mapd.yaml"
+    path.write_text(yaml.safe_dump({"session_user": "tester", "state_dir": str(tmp_path / "state"),
+                                    "archive": {"transport": "globus", "globus": globus}}))
+    return path
+
+
+def command(path: Path):
+    parser = argparse.ArgumentParser(prog="mapd")
+    parser.add_argument("--config")
+    add_globus_commands(parser.add_subparsers())
+    args = parser.parse_args(["--config", str(path), "globus", "login"])
+    return lambda: args.handler(args)
+
+
+def test_globus_login_command_signs_in_from_stdin(auth_api, tmp_path, data, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("the-code\n"))
+    assert command(write_config(tmp_path, data, login_client_id=NATIVE_CLIENT))() == 0
+    assert "oauth2/authorize" in capsys.readouterr().out
+    assert stat.S_IMODE(token_path(tmp_path / "state").stat().st_mode) == 0o600
+
+
+def test_globus_login_command_without_a_native_app_fails_with_the_reason(api, tmp_path, data, capsys):
+    assert command(write_config(tmp_path, data))() == 1
+    assert "mapd: globus login: archive.globus has neither client_id" in capsys.readouterr().err

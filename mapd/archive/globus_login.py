@@ -52,9 +52,10 @@ class _StreamLoginFlow(CommandLineLoginFlowManager):
 
 
 def login(
-    config: GlobusArchiveConfig, state_dir: Path, *, input: TextIO = sys.stdin, output: TextIO = sys.stdout
+    config: GlobusArchiveConfig, state_dir: Path, *, input: TextIO | None = None, output: TextIO | None = None
 ) -> Path:
-    """Run the sign-in and store the tokens; returns the token file."""
+    """Run the sign-in and store the tokens; returns the token file. Streams default to stdin and stdout."""
+    input, output = input or sys.stdin, output or sys.stdout
     path = token_path(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
