@@ -181,7 +181,7 @@ class GlobusTransport:
 
     def _source_path(self, local: Path) -> str:
         """``local`` as the source endpoint names it: through the longest matching source_paths prefix."""
-        matches = [prefix for prefix in self._config.source_paths if local == prefix or local.is_relative_to(prefix)]
+        matches = [prefix for prefix in self._config.source_paths if local.is_relative_to(prefix)]
         if not matches:
             prefixes = ", ".join(str(prefix) for prefix in self._config.source_paths)
             raise TransportError(
