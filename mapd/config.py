@@ -131,6 +131,14 @@ class GlobusArchiveConfig(_Strict):
     client_secret_file: Path | None = None
     # Never serialised with a value; read from client_secret_file or MAPD_GLOBUS_CLIENT_SECRET.
     client_secret: SecretStr | None = Field(default=None, exclude=True)
+    # The native app `mapd globus login` signs in with (register one at
+    # https://app.globus.org/settings/developers): mapd has no client id of its own
+    # to ship, and borrowing another application's would misname who asks for access.
+    login_client_id: str | None = None
+    # Which of the two endpoints are GCS v5 mapped (not high-assurance) collections:
+    # they need a data_access consent, which login asks for. Guest collections must
+    # not be listed (Globus answers "unknown scope").
+    data_access_collections: list[str] = []
 
 
 class ArchiveFilesConfig(_Strict):
