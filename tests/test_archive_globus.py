@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -28,7 +29,8 @@ from bench.globus_calls import (
     DESTINATION, SOURCE, TASK_ID, count_calls, mock_session, session_batch, session_calls, write_tokens,
 )
 from mapd.archive.globus import GlobusTransport, task_status, token_path
-from mapd.archive.globus_login import LoginError, add_globus_commands, login
+from mapd.archive.commands import add_globus_commands
+from mapd.archive.globus_login import LoginError, login
 from mapd.archive.transport import ArchiveItem, Batch, TransportError
 from mapd.config import GlobusArchiveConfig
 
@@ -379,6 +381,10 @@ def test_user_tokens_never_appear_in_errors_or_logs(api, transport, caplog):
 # -- fetch -----------------------------------------------------------------------------------
 
 
+def archived(*destinations: str, content: bytes = b"x") -> list[ArchiveItem]:
+    return [ArchiveItem(Path(d), d, len(content), hashlib.sha256(content).hexdigest()) for d in destinations]
+
+
 def test_fetch_brings_files_back_and_waits(api, transport, data):
     to = data / "restore"
     wanted = ["dl25/2019-07-10/ephys/probe0/f00000.bin", "dl25/2019-07-10/ephys/probe1/f00001.bin"]
@@ -395,7 +401,7 @@ def test_fetch_brings_files_back_and_waits(api, transport, data):
     api.add_callback("GET", f"{TRANSFER}/task/{TASK_ID}", callback=done)
     naps = []
     transport._sleep = naps.append
-    paths = transport.fetch(wanted, to, poll_seconds=7, timeout=60)
+    paths = transport.fetch(archived(*wanted), to, poll_seconds=7, timeout=60)
     assert paths == [to / destination for destination in wanted] and naps == [7]
     document = body(posts(api)[0])
     assert (document["source_endpoint"], document["destination_endpoint"]) == (DESTINATION, SOURCE)
@@ -408,12 +414,13 @@ def test_fetch_brings_files_back_and_waits(api, transport, data):
 
 def test_fetch_refuses_a_place_outside_the_source_paths_and_existing_files(api, transport, data, tmp_path):
     with pytest.raises(TransportError, match=f"{tmp_path / 'other'} is not under any archive.globus.source_paths"):
-        transport.fetch(["a/b.bin"], tmp_path / "other")
+        transport.fetch(archived("a/b.bin"), tmp_path / "other")
     (data / "restore" / "a").mkdir(parents=True)
     (data / "restore" / "a" / "b.bin").write_bytes(b"mine")
-    with pytest.raises(TransportError, match="would replace existing files: .*restore/a/b.bin"):
-        transport.fetch(["a/b.bin"], data / "restore")
-    assert not api.calls
+    with pytest.raises(TransportError, match="a different file is there \\(not overwritten\\): .*restore/a/b.bin"):
+        transport.fetch(archived("a/b.bin"), data / "restore")
+    assert transport.fetch(archived("a/b.bin", content=b"mine"), data / "restore") == [data / "restore/a/b.bin"]
+    assert not api.calls  # the same file already there: nothing to transfer
 
 
 def test_fetch_gives_up_waiting_after_the_timeout(api, transport, data):
@@ -423,7 +430,7 @@ def test_fetch_gives_up_waiting_after_the_timeout(api, transport, data):
     now = [0.0]
     transport._clock, transport._sleep = (lambda: now[0]), (lambda s: now.__setitem__(0, now[0] + s))
     with pytest.raises(TransportError, match=f"task {TASK_ID} not finished after 60 s .*CONNECT_FAILED") as raised:
-        transport.fetch(["a/b.bin"], data / "restore", timeout=60, poll_seconds=30)
+        transport.fetch(archived("a/b.bin"), data / "restore", timeout=60, poll_seconds=30)
     assert raised.value.retry is True
 
 

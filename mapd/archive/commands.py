@@ -42,6 +42,7 @@ def add_commands(commands, date_type) -> None:
     retrieve.add_argument("--until", type=date_type, metavar="YYYY-MM-DD", help="only sessions on or before this date")
     retrieve.add_argument("--kind", choices=("behavior", "ephys_raw", "video"), help="only files of this kind")
     retrieve.set_defaults(handler=_retrieve)
+    add_globus_commands(commands)
 
 
 def _session(args):
@@ -129,6 +130,40 @@ def _retrieve(args) -> int:
         return EXIT_FAILED
     print(f"{len(written)} file(s) under {printable(str(args.to))}, each verified by sha256")
     return EXIT_OK
+
+
+def add_globus_commands(subparsers) -> None:
+    """Register ``mapd globus login`` on the ``mapd`` command's subparsers."""
+    globus = subparsers.add_parser(
+        "globus", help="the Globus archive transport: sign in",
+        description="Commands for archive.transport: globus.",
+    )
+    commands = globus.add_subparsers(title="globus commands", metavar="COMMAND", dest="globus_command")
+    commands.required = True
+    command = commands.add_parser(
+        "login", help="sign in to Globus so the daemon can archive with your account",
+        description="Sign in to Globus with the native app archive.globus.login_client_id: open the printed "
+        "link, allow access, paste the code. The tokens (refreshable, readable by this user only) are stored "
+        "in state_dir/globus-tokens.json and used by the daemon. Not needed with a confidential client "
+        "(archive.globus.client_id and its secret). Run it again to renew consent (e.g. after adding a "
+        "collection to archive.globus.data_access_collections).",
+    )
+    command.set_defaults(handler=_login_command)
+
+
+def _login_command(args) -> int:
+    from ..config import ConfigError, load_config
+    from .globus_login import LoginError, login  # globus_sdk only for this command: others start faster
+
+    config = load_config(args.config)
+    if config.archive.globus is None:
+        raise ConfigError(f"{config.source}: `mapd globus login` needs an archive.globus section")
+    try:
+        login(config.archive.globus, config.state_dir)
+    except LoginError as error:
+        print(f"mapd: globus login: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _megabytes(size: int) -> str:

@@ -25,6 +25,7 @@ from globus_sdk.token_storage import JSONTokenStorage, TokenValidationError
 from globus_sdk.transport import RetryConfig
 
 from ..config import GlobusArchiveConfig
+from ..find.files import sha256_of
 from .transport import ArchivedCopy, ArchiveItem, Batch, TaskStatus, TransportError
 
 log = logging.getLogger(__name__)
@@ -137,30 +138,41 @@ class GlobusTransport:
         return [ArchivedCopy(item.destination, item.size, item.sha256) for item in batch.items]
 
     def fetch(
-        self, destinations: list[str], to: Path, *, timeout: float = 6 * 3600.0, poll_seconds: float = 30.0
+        self, items: list[ArchiveItem], to: Path, *, timeout: float = 6 * 3600.0, poll_seconds: float = 30.0
     ) -> list[Path]:
-        """Transfer archived files back to ``to`` (which the source endpoint serves) and wait for them."""
-        targets = [Path(to) / _relative(destination) for destination in destinations]
+        """Transfer archived files back to ``to`` (which the source endpoint serves), wait, verify each sha256.
+
+        A file already there with the same content is not transferred again; a different one is never replaced.
+        """
+        targets = {item.destination: Path(to) / _relative(item.destination) for item in items}
         remote_to = self._source_path(Path(to))
-        present = [str(path) for path in targets if path.exists()]
-        if present:
-            raise TransportError(f"not fetched, would replace existing files: {_join(present)}", retry=False)
+        present = {item.destination for item in items if targets[item.destination].exists()}
+        different = [str(targets[i.destination]) for i in items
+                     if i.destination in present and sha256_of(targets[i.destination])[0] != i.sha256]
+        if different:
+            raise TransportError(f"not fetched, a different file is there (not overwritten): {_join(different)}",
+                                 retry=False)
+        wanted = [item for item in items if item.destination not in present]
+        if wanted:
+            self._fetch_transfer(wanted, remote_to, timeout, poll_seconds)
+        wrong = [str(targets[i.destination]) for i in wanted
+                 if not targets[i.destination].is_file() or sha256_of(targets[i.destination])[0] != i.sha256]
+        if wrong:
+            raise TransportError(f"fetched files missing or not as archived (sha256): {_join(wrong)}", retry=False)
+        return list(targets.values())
+
+    def _fetch_transfer(self, items: list[ArchiveItem], remote_to: str, timeout: float, poll_seconds: float) -> None:
         # sync "exists": a file that appeared meanwhile is left alone, never overwritten.
         data = TransferData(
-            self.endpoint, self._config.source_endpoint, label=f"mapd fetch {len(targets)} files",
+            self.endpoint, self._config.source_endpoint, label=f"mapd fetch {len(items)} files",
             submission_id=self.new_submission_id(), verify_checksum=True, sync_level="exists",
             notify_on_succeeded=False,
         )
-        for destination in destinations:
-            data.add_item(self._archive_path(destination), posixpath.join(remote_to, _relative(destination)))
-        with self._globus(f"submitting the fetch to {to}"):
+        for item in items:
+            data.add_item(self._archive_path(item), posixpath.join(remote_to, _relative(item.destination)))
+        with self._globus(f"submitting the fetch to {remote_to}"):
             task_id = str(self._client().submit_transfer(data)["task_id"])
         self._wait(task_id, timeout, poll_seconds)
-        missing = [str(path) for path in targets if not path.is_file()]
-        if missing:
-            raise TransportError(f"Globus task {task_id} succeeded but these are not here: {_join(missing)}",
-                                 retry=False)
-        return targets
 
     # -- paths -------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ Scopes: Transfer, with the data_access consent of the collections listed in
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -20,7 +19,7 @@ from globus_sdk.login_flows import CommandLineLoginFlowManager
 from globus_sdk.token_storage import TokenValidationError
 from globus_sdk.token_storage.validating_token_storage import IdentityMismatchError
 
-from ..config import ConfigError, GlobusArchiveConfig, load_config
+from ..config import GlobusArchiveConfig
 from .globus import native_login_client, token_path, user_app
 from .transport import TransportError
 
@@ -87,34 +86,3 @@ def login(
     os.chmod(path, 0o600)
     output.write(f"\nLogged in. Tokens stored in {path} (readable by this user only).\n")
     return path
-
-
-def add_globus_commands(subparsers: Any) -> None:
-    """Register ``mapd globus login`` on the ``mapd`` command's subparsers."""
-    globus = subparsers.add_parser(
-        "globus", help="the Globus archive transport: sign in",
-        description="Commands for archive.transport: globus.",
-    )
-    commands = globus.add_subparsers(title="globus commands", metavar="COMMAND", dest="globus_command")
-    commands.required = True
-    command = commands.add_parser(
-        "login", help="sign in to Globus so the daemon can archive with your account",
-        description="Sign in to Globus with the native app archive.globus.login_client_id: open the printed "
-        "link, allow access, paste the code. The tokens (refreshable, readable by this user only) are stored "
-        "in state_dir/globus-tokens.json and used by the daemon. Not needed with a confidential client "
-        "(archive.globus.client_id and its secret). Run it again to renew consent (e.g. after adding a "
-        "collection to archive.globus.data_access_collections).",
-    )
-    command.set_defaults(handler=_login_command)
-
-
-def _login_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    if config.archive.globus is None:
-        raise ConfigError(f"{config.source}: `mapd globus login` needs an archive.globus section")
-    try:
-        login(config.archive.globus, config.state_dir)
-    except LoginError as error:
-        print(f"mapd: globus login: {error}", file=sys.stderr)
-        return 1
-    return 0
