@@ -265,3 +265,105 @@ def test_the_daemon_archives_and_cleans_after_the_grace_period(site, daemons):
     out = site["tmp"] / "back"
     assert run_mapd("retrieve", "--to", str(out), config=config).returncode == 0
     assert len([p for p in out.rglob("*") if p.is_file()]) == 3
+
+
+class Crash(BaseException):
+    """The process dies here (in-process stand-in for kill -9: nothing after it runs)."""
+
+
+class FakeGlobus:
+    """Globus's Transfer API, as mocked HTTP: a task per new submission id, 'Duplicate' for a used one."""
+
+    def __init__(self, api, root: str) -> None:
+        import json
+        import re
+        import uuid
+
+        from bench.globus_calls import DESTINATION, TRANSFER
+
+        self.tasks: dict[str, list[dict]] = {}  # submission id -> the items of its task
+        self.submits: list[str] = []  # submission id of every submit request
+        api.add_callback("GET", f"{TRANSFER}/submission_id",
+                         callback=lambda request: (200, {}, json.dumps({"value": str(uuid.uuid4())})))
+
+        def submit(request):
+            document = json.loads(request.body)
+            self.submits.append(document["submission_id"])
+            code = "Duplicate" if document["submission_id"] in self.tasks else "Accepted"
+            self.tasks.setdefault(document["submission_id"], document["DATA"])
+            return 202, {}, json.dumps({"code": code, "task_id": document["submission_id"]})
+
+        def task(request):
+            task_id = request.path_url.split("/")[3]
+            if request.path_url.split("?")[0].endswith("/successful_transfers"):
+                done = [{"destination_path": i["destination_path"]} for i in self.tasks[task_id]]
+                return 200, {}, json.dumps({"DATA": done, "next_marker": None})
+            return 200, {}, json.dumps({"task_id": task_id, "status": "SUCCEEDED", "faults": 0,
+                                        "verify_checksum": True, "files_skipped": 0})
+
+        def listing(request):
+            from urllib.parse import parse_qs, urlparse
+
+            directory = parse_qs(urlparse(request.url).query)["path"][0].rstrip("/")
+            entries = [{"name": i["destination_path"].rsplit("/", 1)[1], "type": "file", "size": self.sizes[
+                i["destination_path"]]} for items in self.tasks.values() for i in items
+                       if i["destination_path"].rsplit("/", 1)[0] == directory]
+            return 200, {}, json.dumps({"DATA": entries})
+
+        api.add_callback("POST", f"{TRANSFER}/transfer", callback=submit)
+        api.add_callback("GET", re.compile(f"{TRANSFER}/task/.*"), callback=task)
+        api.add_callback("GET", re.compile(f"{TRANSFER}/operation/endpoint/{DESTINATION}/ls.*"), callback=listing)
+        self.sizes: dict[str, int] = {}
+
+
+def test_globus_stage_killed_at_every_step_makes_one_task_per_batch(site, monkeypatch):
+    import responses
+    from globus_sdk.transport import RetryConfig
+
+    from bench.globus_calls import DESTINATION, SOURCE, write_tokens
+    from mapd.archive import stage
+    from mapd.archive.globus import GlobusTransport
+    from mapd.config import GlobusArchiveConfig, load_config
+    from mapd.queue.policy import Policy
+
+    config = load_config(site["write_config"]())
+    ingest_all(site["write_config"]())
+    state = site["tmp"] / "globus-state"
+    state.mkdir()
+    write_tokens(state)
+    globus = GlobusArchiveConfig(source_endpoint=SOURCE, source_paths={site["tmp"]: "/rigs"},
+                                 destination_endpoint=DESTINATION, destination_path="/map/raw",
+                                 login_client_id="0a7e0000-0000-4000-8000-000000000006")
+
+    def crash_at(name):
+        def reached(point):
+            if point == name:
+                raise Crash(point)
+        monkeypatch.setattr(stage.failpoints, "reached", reached)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as api:
+        fake = FakeGlobus(api, "/map/raw")
+
+        def run(step: str | None) -> None:
+            crash_at(step)
+            transport = GlobusTransport(globus, state, retry_config=RetryConfig(max_retries=0))
+            worker = stage.ArchiveStage(config, transport, Policy.from_config(config.daemon))
+            for row in ingest.ArchiveFile.to_dicts():  # what Globus would find at the destination
+                fake.sizes[f"/map/raw/{row['destination']}"] = row["file_size"]
+            plans = stage.unstaged()
+            try:
+                for h2o, day in sorted({(p.h2o, p.session_date) for p in plans} | set(stage.due_days())):
+                    worker.work_on_day(h2o, day, plans)
+            except Crash:
+                return
+            assert step is None, f"never reached {step}"
+
+        for step in STEPS:
+            run(step)
+        run(None)
+    assert set(ingest.ArchiveBatch.to_arrays("state")) == {"archived"}
+    assert len(fake.tasks) == 2  # one transfer task per batch, however often it was submitted
+    assert len(fake.submits) > 2 and set(fake.submits) == set(fake.tasks)  # resubmits reused the stored id
+    assert len(publication.DataSet.PhysicalFile()) == 3
+    sources = {i["source_path"] for items in fake.tasks.values() for i in items}
+    assert f"/rigs/{site['behavior'].relative_to(site['tmp'])}" in sources
