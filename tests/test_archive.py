@@ -367,3 +367,20 @@ def test_globus_stage_killed_at_every_step_makes_one_task_per_batch(site, monkey
     assert len(publication.DataSet.PhysicalFile()) == 3
     sources = {i["source_path"] for items in fake.tasks.values() for i in items}
     assert f"/rigs/{site['behavior'].relative_to(site['tmp'])}" in sources
+
+
+def test_a_path_that_escapes_its_root_by_dot_dot_stays(site):
+    from mapd.archive import cleanup
+    from mapd.config import load_config
+
+    config = site["write_config"]()
+    ingest_all(config)
+    assert run_mapd("archive", config=config).returncode == 0
+    rules = {"enabled": True, "grace_seconds": 0, "roots": [str(site["ephys"])]}
+    # The behavior file as a path that starts with the root but leaves it: ephys/../rigs/RRig/...
+    key = (ingest.ArchiveFile & {"kind": "behavior"}).keys()[0]
+    ingest.ArchiveFile.update1(dict(key, data_root=str(site["ephys"] / ".." / "rigs" / "RRig")))
+    decisions = {d.path.name: d for d in cleanup.review(load_config(site["write_config"](cleanup=rules)))}
+    behavior = decisions[site["behavior"].name]
+    assert not behavior.goes and behavior.reason.startswith("outside every cleanup.roots entry (real path")
+    assert all(d.goes for name, d in decisions.items() if name != site["behavior"].name)
