@@ -16,24 +16,17 @@ from datetime import date
 from pathlib import Path
 
 from ..config import MapdConfig
+from ..find.files import FileOnDisk
 
 
 @dataclass(frozen=True)
 class RawFile:
     kind: str  # behavior | ephys_raw | video
-    path: Path
-    data_root: Path
-    rig: str | None
-    size: int
-    mtime: float
-
-    @property
-    def subpath(self) -> str:
-        return self.path.relative_to(self.data_root).as_posix()
+    file: FileOnDisk
 
     def destination(self, h2o: str, session_date: date) -> str:
         """Where it goes, relative to the archive root: {h2o}/{YYYY-MM-DD}/{kind}/{path relative to its data path}."""
-        return f"{h2o}/{session_date.isoformat()}/{self.kind}/{self.subpath}"
+        return f"{h2o}/{session_date.isoformat()}/{self.kind}/{self.file.subpath}"
 
 
 def expand(pattern: str, h2o: str, session_date: date) -> str:
@@ -58,7 +51,7 @@ def probe_batch_files(config: MapdConfig, h2o: str, session_date: date, data_roo
     """A probe's raw files: the ephys_raw patterns under its data path, below its folder."""
     below = probe_folder.rstrip("/") + "/"
     matches = _matches("ephys_raw", data_root, None, config.archive.files.ephys_raw, h2o, session_date)
-    return _unique([raw for raw in matches if raw.subpath.startswith(below)])
+    return _unique([raw for raw in matches if raw.file.subpath.startswith(below)])
 
 
 def _matches(kind: str, root: Path, rig: str | None, patterns: list[str], h2o: str,
@@ -72,7 +65,7 @@ def _matches(kind: str, root: Path, rig: str | None, patterns: list[str], h2o: s
             except OSError:
                 continue  # gone since listed
             if stat_module.S_ISREG(stat.st_mode):
-                found.append(RawFile(kind, path, root, rig, stat.st_size, stat.st_mtime))
+                found.append(RawFile(kind, FileOnDisk(path, root, rig, stat.st_size, stat.st_mtime)))
     return found
 
 
@@ -80,7 +73,7 @@ def _unique(files: list[RawFile]) -> list[RawFile]:
     """Each path once (two patterns may match one file)."""
     seen, unique = set(), []
     for raw in files:
-        if raw.path not in seen:
-            seen.add(raw.path)
+        if raw.file.path not in seen:
+            seen.add(raw.file.path)
             unique.append(raw)
     return unique

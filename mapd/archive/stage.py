@@ -112,21 +112,22 @@ class ArchiveStage:
         files = []
         for raw in _one_per_destination(found, plan):
             try:
-                sha256, stat = sha256_of(raw.path)
+                sha256, stat = sha256_of(raw.file.path)
             except OSError as error:
-                log.warning("raw file cannot be read; not archived", path=str(raw.path), error=str(error))
+                log.warning("raw file cannot be read; not archived", path=str(raw.file.path), error=str(error))
                 continue
-            files.append((replace(raw, size=stat.st_size, mtime=stat.st_mtime), sha256))
+            files.append((replace(raw, file=raw.file.with_stat(stat)), sha256))
         now = now_ms()
         batch = dict(batch_id=plan.batch_id, h2o=plan.h2o, session_date=plan.session_date, part=plan.part,
                      subject_id=plan.subject_id, session=plan.session, insertion_number=plan.insertion_number,
                      transport=self.transport.name, state="pending" if files else "archived",
                      reason="" if files else "no raw file matched the archive.files patterns",
-                     file_count=len(files), total_bytes=sum(raw.size for raw, _ in files), staged_time=now,
+                     file_count=len(files), total_bytes=sum(raw.file.size for raw, _ in files), staged_time=now,
                      next_attempt=now, archived_time=None if files else now)
-        rows = [dict(batch_id=plan.batch_id, file_id=_file_id(raw), kind=raw.kind, data_root=str(raw.data_root),
-                     rig=raw.rig, subpath=raw.subpath, destination=raw.destination(plan.h2o, plan.session_date),
-                     file_size=raw.size, file_mtime=raw.mtime, sha256=sha256, state="pending")
+        rows = [dict(batch_id=plan.batch_id, file_id=_file_id(raw), kind=raw.kind,
+                     data_root=str(raw.file.data_root), rig=raw.file.rig, subpath=raw.file.subpath,
+                     destination=raw.destination(plan.h2o, plan.session_date), file_size=raw.file.size,
+                     file_mtime=raw.file.mtime, sha256=sha256, state="pending")
                 for raw, sha256 in files]
         with ingest.ArchiveBatch.connection.transaction:
             if ingest.ArchiveBatch & {"batch_id": plan.batch_id}:
@@ -245,7 +246,7 @@ def _label(row: dict) -> str:
 
 
 def _file_id(raw: RawFile) -> str:
-    return hashlib.sha256(f"{raw.data_root}\0{raw.subpath}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{raw.file.data_root}\0{raw.file.subpath}".encode()).hexdigest()[:16]
 
 
 def _one_per_destination(found: list[RawFile], plan: BatchPlan) -> list[RawFile]:
@@ -255,7 +256,7 @@ def _one_per_destination(found: list[RawFile], plan: BatchPlan) -> list[RawFile]
         destination = raw.destination(plan.h2o, plan.session_date)
         if destination in chosen:
             log.warning("two raw files for one archive destination; the first rig's is archived",
-                        destination=destination, archived=str(chosen[destination].path), left=str(raw.path))
+                        destination=destination, archived=str(chosen[destination].file.path), left=str(raw.file.path))
             continue
         chosen[destination] = raw
     return list(chosen.values())
