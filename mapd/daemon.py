@@ -98,7 +98,7 @@ class Daemon:
             with ParsePool(1, max_inflated_bytes=self.config.ingest.max_inflated_bytes,
                            memory_limit_bytes=self.config.ingest.parse_memory_bytes) as parser:
                 # Behavior first: a probe waits for its day's behavior session.
-                archive = ArchiveDays(self.config, self.policy)
+                archive = ArchiveDays(self.config, self.policy, self.keepalive)
                 self.handlers = {"behavior": BehaviorDays(self.config, self.policy, parser),
                                  "probe": ProbeDays(self.config, self.policy),
                                  "archive": archive, "cleanup": CleanupDays(self.config, self.policy, archive)}
@@ -195,9 +195,7 @@ class Daemon:
             self._recheck_waiting()
             self.schedule.waiting = now + self.config.daemon.waiting_recheck_seconds
         self.intake.register_changes()
-        if now >= self.schedule.heartbeat:
-            self.schedule.heartbeat = now + self.config.daemon.heartbeat_seconds
-            self._heartbeat()
+        self.keepalive()
         if self.flags.stop:
             return False
         if self._work():
@@ -206,6 +204,14 @@ class Daemon:
         # Wakes at once when a watcher reports something; sooner while files are settling.
         self.intake.wait(IDLE_WAIT / 4 if queue.has_pending() else IDLE_WAIT)
         return False
+
+    def keepalive(self) -> None:
+        """During long work in one unit (copying a 50 GB recording): heartbeat when due, so claims stay ours."""
+        self.notifier.maybe_ping_watchdog()
+        now = time.monotonic()
+        if now >= self.schedule.heartbeat:
+            self.schedule.heartbeat = now + self.config.daemon.heartbeat_seconds
+            self._heartbeat()
 
     def _heartbeat(self, database_state: str = "ok") -> None:
         self.liveness.beat(self.activity, database_state)

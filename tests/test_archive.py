@@ -384,3 +384,18 @@ def test_a_path_that_escapes_its_root_by_dot_dot_stays(site):
     behavior = decisions[site["behavior"].name]
     assert not behavior.goes and behavior.reason.startswith("outside every cleanup.roots entry (real path")
     assert all(d.goes for name, d in decisions.items() if name != site["behavior"].name)
+
+
+def test_a_long_copy_keeps_the_heartbeat_going(tmp_path):
+    from mapd.archive.local import CHUNK_BYTES, LocalTransport
+    from mapd.archive.transport import ArchiveItem, Batch
+
+    source = tmp_path / "big.imec.ap.bin"
+    source.write_bytes(os.urandom(5 * CHUNK_BYTES))
+    (tmp_path / "archive").mkdir()
+    beats = []
+    transport = LocalTransport(tmp_path / "archive", keepalive=lambda: beats.append(1))
+    item = ArchiveItem(source, "dl7/2018-05-02/ephys_raw/big.imec.ap.bin", source.stat().st_size, sha256(source))
+    transport.submit(Batch("b", "b", (item,), "s"))
+    assert len(beats) >= 10  # every chunk read from the source and read back from the disk
+    assert (tmp_path / "archive" / item.destination).read_bytes() == source.read_bytes()

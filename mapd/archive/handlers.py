@@ -8,6 +8,7 @@ mapd stops between an ingest and its archival.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import MapdConfig
@@ -27,6 +28,7 @@ class ArchiveDays:
 
     config: MapdConfig
     policy: Policy
+    keepalive: Callable[[], None] = lambda: None  # the daemon's heartbeat, kept during long copies
     kind: str = "archive"
     _transport: Transport | None = None
     _transport_of: object = None  # the archive config the transport was made for
@@ -36,7 +38,7 @@ class ArchiveDays:
     @property
     def transport(self) -> Transport:
         if self._transport is None or self._transport_of != self.config.archive:  # reloaded
-            self._transport, self._transport_of = transport_for(self.config), self.config.archive
+            self._transport, self._transport_of = transport_for(self.config, self.keepalive), self.config.archive
         return self._transport
 
     def ready(self) -> list[UnitKey]:
@@ -51,7 +53,8 @@ class ArchiveDays:
     def handle(self, unit: UnitKey) -> None:
         plans, self._plans = ([p for p in self._plans if (p.h2o, p.session_date) == (unit.h2o, unit.session_date)],
                               [p for p in self._plans if (p.h2o, p.session_date) != (unit.h2o, unit.session_date)])
-        stage.ArchiveStage(self.config, self.transport, self.policy).work_on_day(unit.h2o, unit.session_date, plans)
+        worker = stage.ArchiveStage(self.config, self.transport, self.policy, self.keepalive)
+        worker.work_on_day(unit.h2o, unit.session_date, plans)
 
     def fail(self, unit: UnitKey, reason: str) -> None:
         stage.fail_day(unit.h2o, unit.session_date, reason)

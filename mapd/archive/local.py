@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..find.files import sha256_of
@@ -27,9 +28,10 @@ class LocalTransport:
     name = "local"
     endpoint = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keepalive: Callable[[], None] = lambda: None) -> None:
         self.root_path = root
         self.root = str(root)
+        self.keepalive = keepalive  # called during long copies (the daemon's heartbeat)
 
     def new_submission_id(self) -> str:
         return uuid.uuid4().hex
@@ -39,7 +41,7 @@ class LocalTransport:
         if not self.root_path.is_dir():
             raise TransportError(f"archive {self.root_path} is not reachable (not a directory)", retry=True)
         for item in batch.items:
-            copy_verified(item.source, self.root_path / item.destination, item.sha256)
+            copy_verified(item.source, self.root_path / item.destination, item.sha256, self.keepalive)
         return f"local-{batch.submission_id}"
 
     def poll(self, task_id: str) -> TaskStatus:
@@ -69,7 +71,7 @@ class LocalTransport:
         for item in items:
             target = to / item.destination
             try:
-                copy_verified(self.root_path / item.destination, target, item.sha256)
+                copy_verified(self.root_path / item.destination, target, item.sha256, self.keepalive)
             except TransportError as error:
                 problems.append(str(error))
                 continue
@@ -80,7 +82,7 @@ class LocalTransport:
         return paths
 
 
-def copy_verified(source: Path, target: Path, sha256: str) -> None:
+def copy_verified(source: Path, target: Path, sha256: str, keepalive: Callable[[], None] = lambda: None) -> None:
     """Copy ``source`` to ``target`` atomically, verified against ``sha256``; an identical target is kept.
 
     Raises TransportError: a different file is at the target (never
@@ -88,17 +90,17 @@ def copy_verified(source: Path, target: Path, sha256: str) -> None:
     from the disk differs.
     """
     if target.exists():
-        if sha256_of(target)[0] == sha256:
+        if sha256_of(target, keepalive)[0] == sha256:
             return  # already there (a retry after a crash): no second copy
         raise TransportError(f"{target}: a different file is already there; not overwritten", retry=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
     try:
-        read = _copy_hashing(source, partial)
+        read = _copy_hashing(source, partial, keepalive)
         if read != sha256:
             raise TransportError(f"{source}: not the content recorded (sha256 {read[:12]}..., {sha256[:12]}... "
                                  "recorded); not copied", retry=False)
-        written = _hash_from_disk(partial)
+        written = _hash_from_disk(partial, keepalive)
         if written != sha256:
             raise TransportError(f"{target}: the copy read back differs from the source (sha256 {written[:12]}...)",
                                  retry=True)
@@ -110,18 +112,19 @@ def copy_verified(source: Path, target: Path, sha256: str) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _copy_hashing(source: Path, partial: Path) -> str:
+def _copy_hashing(source: Path, partial: Path, keepalive: Callable[[], None]) -> str:
     digest = hashlib.sha256()
     with open(source, "rb") as reader, open(partial, "wb") as writer:
         while chunk := reader.read(CHUNK_BYTES):
             digest.update(chunk)
             writer.write(chunk)
+            keepalive()
         writer.flush()
         os.fsync(writer.fileno())
     return digest.hexdigest()
 
 
-def _hash_from_disk(path: Path) -> str:
+def _hash_from_disk(path: Path, keepalive: Callable[[], None]) -> str:
     """The file's sha256 read from the device, not from the copy still in the page cache."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -131,6 +134,7 @@ def _hash_from_disk(path: Path) -> str:
         digest = hashlib.sha256()
         while chunk := os.read(fd, CHUNK_BYTES):
             digest.update(chunk)
+            keepalive()
         return digest.hexdigest()
     finally:
         os.close(fd)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -93,6 +94,7 @@ class ArchiveStage:
     config: MapdConfig
     transport: Transport
     policy: Policy
+    keepalive: Callable[[], None] = lambda: None  # called while reading big files (the daemon's heartbeat)
 
     def work_on_day(self, h2o: str, session_date: date, plans: list[BatchPlan]) -> None:
         for plan in plans:
@@ -112,7 +114,7 @@ class ArchiveStage:
         files = []
         for raw in _one_per_destination(found, plan):
             try:
-                sha256, stat = sha256_of(raw.file.path)
+                sha256, stat = sha256_of(raw.file.path, self.keepalive)
             except OSError as error:
                 log.warning("raw file cannot be read; not archived", path=str(raw.file.path), error=str(error))
                 continue

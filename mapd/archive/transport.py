@@ -7,6 +7,7 @@ a daemon killed between any two of them calls them again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -87,13 +88,13 @@ class Transport(Protocol):
         never overwrite a different file. (``ArchiveItem.source`` is not used.)"""
 
 
-def transport_for(config: "MapdConfig") -> Transport | None:
-    """The configured transport (None: archive.transport is none)."""
+def transport_for(config: "MapdConfig", keepalive: Callable[[], None] = lambda: None) -> Transport | None:
+    """The configured transport (None: archive.transport is none); ``keepalive`` is called during long copies."""
     archive = config.archive
     if archive.transport == "local":
         from .local import LocalTransport
 
-        return LocalTransport(archive.local.path)
+        return LocalTransport(archive.local.path, keepalive)
     if archive.transport == "globus":
         from .globus import GlobusTransport
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_module
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +55,12 @@ def special_file_kind(mode: int) -> str | None:
 CHUNK_BYTES = 1 << 20
 
 
-def sha256_of(path: Path) -> tuple[str, os.stat_result]:
+def sha256_of(path: Path, progress: Callable[[], None] | None = None) -> tuple[str, os.stat_result]:
     """The sha256 of a regular file's content and the stat of what was read.
 
     Opened without blocking, so a FIFO named like a data file cannot hang the
     caller; anything but a regular file raises OSError naming what it is.
+    ``progress`` is called after each chunk (a long read keeps the daemon's heartbeat going).
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -69,6 +71,8 @@ def sha256_of(path: Path) -> tuple[str, os.stat_result]:
         digest = hashlib.sha256()
         while chunk := os.read(fd, CHUNK_BYTES):
             digest.update(chunk)
+            if progress is not None:
+                progress()
         return digest.hexdigest(), stat
     finally:
         os.close(fd)
