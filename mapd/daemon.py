@@ -205,7 +205,7 @@ class Daemon:
         return False
 
     def _heartbeat(self, database_state: str = "ok") -> None:
-        self.liveness.beat(self.activity, database_state)
+        self.liveness.beat(self.activity, database_state, self.intake.checks)
         self.notifier.status(self.activity)
         if database_state == "ok":
             claims.heartbeat(self.me, self.activity)
