@@ -14,7 +14,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from . import __version__, logs
+from . import __version__
 from .config import ConfigError, MapdConfig, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
@@ -28,19 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
-        parser.print_help(sys.stderr)
+        # `mapd` or `mapd subject` alone: the help of what was typed.
+        getattr(args, "help_parser", parser).print_help(sys.stderr)
         return EXIT_USAGE
     from .database import DatabaseError
-    from .erd import DiagramError
-    from .find.scan import DiscoveryError
-    from .subjects import SubjectError
     from .transient import describe, is_transient_database_error
 
     try:
         code = args.handler(args)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
         return code
-    except (ConfigError, UsageError, DiscoveryError, SubjectError, DiagramError) as error:
+    except _usage_errors() as error:
         print(f"mapd: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except DatabaseError as error:
@@ -61,6 +59,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DATABASE
 
 
+# Errors that are the user's to fix (exit 2), by module. Looked up only when an
+# error is being handled, among the modules the command loaded (an error class
+# cannot be raised before its module is imported): so a light command such as
+# `status --check`, a HEALTHCHECK run every 30 s, never imports DataJoint.
+_USAGE_ERRORS = (("mapd.find.scan", "DiscoveryError"), ("mapd.subjects", "SubjectError"),
+                 ("mapd.erd", "DiagramError"))
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    loaded = [getattr(sys.modules[module], name) for module, name in _USAGE_ERRORS if module in sys.modules]
+    return (ConfigError, UsageError, *loaded)
+
+
 def printable(text: str) -> str:
     """Text safe to print on one line: control characters (a newline in a file name) escaped."""
     if text.isprintable():
@@ -79,19 +90,17 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mapd {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    config = commands.add_parser("config", help="configuration commands")
+    config = _command(commands, "config", "configuration commands")
     config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
-    check = config_commands.add_parser(
-        "check", help="validate the configuration, check the data paths and connect to the database"
-    )
+    check = _command(config_commands, "check", "validate the configuration, check the data paths and connect "
+                     "to the database", "Exit status 0 when all is usable, 1 when a data path is not, "
+                     "2 for an invalid configuration, 3 when the database cannot be reached.")
     check.set_defaults(handler=_config_check)
 
-    rescan = commands.add_parser(
-        "rescan",
-        help="find and ingest every behavior session not yet ingested (manual backfill)",
-        description="Find behavior files under rig_data_paths and ingest every session not yet ingested. "
-        "Exit status 0 only when no file failed.",
-    )
+    rescan = _command(commands, "rescan", "find and ingest every behavior session not yet ingested (manual backfill)",
+                      "Searches rig_data_paths; a full rescan (no --rig, no PATH) also takes the probe folders "
+                      "under ephys_data_paths. "
+                      "Exit status 0 only when no file failed and every data path could be read.")
     rescan.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                         help="only files below these paths (each inside a rig data path)")
     rescan.add_argument("--rig", action="append", default=[], metavar="NAME", help="only this rig (repeatable)")
@@ -99,57 +108,75 @@ def _build_parser() -> argparse.ArgumentParser:
     rescan.add_argument("--workers", type=int, metavar="N", help="parsing processes (default: ingest.workers)")
     rescan.set_defaults(handler=_rescan)
 
-    run = commands.add_parser(
-        "run",
-        help="the service: watch the data paths and ingest new files as they complete",
-        description="Watch rig_data_paths and ephys_data_paths and ingest each complete file exactly once. "
-        "SIGTERM/SIGINT: finish or roll back the ingest in progress and exit. SIGHUP or an edit of the "
-        "configuration file: reload it (an invalid edit is refused and logged). Speaks the systemd notify "
-        "protocol when started by systemd (Type=notify).",
-    )
+    run = _command(commands, "run", "the service: watch the data paths and ingest new files as they complete",
+                   "Each complete file under rig_data_paths and ephys_data_paths is ingested exactly once. "
+                   "SIGTERM/SIGINT: finish or roll back the ingest in progress and exit. SIGHUP or an edit of the "
+                   "configuration file: reload it (an invalid edit is refused and logged). Speaks the systemd "
+                   "notify protocol when started by systemd (Type=notify); serves Prometheus metrics when "
+                   "metrics.listen is set.")
     run.set_defaults(handler=_run)
 
-    retry = commands.add_parser("retry", help="queue failed files again (all, or one by id or path)")
+    retry = _command(commands, "retry", "queue failed files again (all, or one by id or path)")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every failed file")
-    which.add_argument("item", nargs="?", help="a file id (from mapd status) or a file path")
+    which.add_argument("item", nargs="?", metavar="ITEM",
+                       help="a file id (in brackets in mapd status), a file path, or a path below its data path")
     retry.set_defaults(handler=_retry)
 
-    logs_command = commands.add_parser("logs", help="show the log file (logging.file) in readable form")
+    logs_command = _command(commands, "logs", "show the log file (logging.file) in readable form")
     logs_command.add_argument("-f", "--follow", action="store_true", help="keep showing new lines, like tail -F")
     logs_command.add_argument("-n", "--lines", type=int, default=50, metavar="N",
                               help="how many of the last lines to show first (default 50; 0 for all)")
     logs_command.set_defaults(handler=_logs)
 
-    status = commands.add_parser("status", help="files per state, and waiting and failed files with reasons")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status = _command(commands, "status", "the daemons, data path health, files per state, and waiting and "
+                      "failed files with reasons",
+                      "Exit status 0, or 3 when the database cannot be reached (what this host knows is shown "
+                      "all the same). With --check: 0 when this host's daemon is alive and all its data paths "
+                      "are usable, else 1, with one line saying why (for a container's HEALTHCHECK).")
+    shape = status.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="machine-readable output")
+    shape.add_argument("--check", action="store_true",
+                       help="only: is this host's daemon alive with all its data paths usable? (exit 0 or 1; "
+                       "reads state_dir/daemon.json, not the database)")
     status.set_defaults(handler=_status)
 
-    subject = commands.add_parser("subject", help="enter subjects and their water-restriction numbers")
+    subject = _command(commands, "subject", "enter subjects and their water-restriction numbers")
     subject_commands = subject.add_subparsers(title="subject commands", metavar="COMMAND")
-    add = subject_commands.add_parser("add", help="enter one subject")
+    add = _command(subject_commands, "add", "enter one subject",
+                   "Entering it again changes nothing; files waiting for it are queued at once.")
     add.add_argument("--subject-id", type=int, required=True, help="institution animal id, e.g. 407513")
     add.add_argument("--h2o", required=True, help="water-restriction number used in file names, e.g. dl25")
-    add.add_argument("--sex", choices=("M", "F", "Unknown"), default="Unknown")
-    add.add_argument("--dob", type=_date, metavar="YYYY-MM-DD", help="date of birth")
-    add.add_argument("--username", help="person responsible for the animal (lab.Person)")
+    add.add_argument("--sex", choices=("M", "F", "Unknown"), default="Unknown", help="default: Unknown")
+    add.add_argument("--dob", type=_date, metavar="YYYY-MM-DD", help="date of birth (default: unknown)")
+    add.add_argument("--username", help="person responsible for the animal (lab.Person), entered if missing")
     add.set_defaults(handler=_subject_add)
-    imp = subject_commands.add_parser(
-        "import", help="enter subjects from a CSV (header: subject_id,h2o,sex,dob) or YAML list"
-    )
-    imp.add_argument("file", type=Path)
+    imp = _command(subject_commands, "import", "enter subjects from a CSV or YAML file",
+                   "CSV: a header row subject_id,h2o,sex,dob (water_restriction_number and date_of_birth are "
+                   "accepted too); YAML: a list of such mappings. All or none are entered; errors name the row.")
+    imp.add_argument("file", type=Path, metavar="FILE", help="a .csv or .yaml/.yml file")
     imp.set_defaults(handler=_subject_import)
 
-    shell = commands.add_parser("shell", help="Python with dj and the MAP schema modules connected")
+    shell = _command(commands, "shell", "Python with dj and the MAP schema modules connected")
     shell.add_argument("-c", dest="code", metavar="CODE", help="run CODE and exit, like python -c")
     shell.set_defaults(handler=_shell)
 
-    erd = commands.add_parser("erd", help="write one entity-relationship diagram per schema")
+    erd = _command(commands, "erd", "write one entity-relationship diagram per schema",
+                   "Each diagram shows the schema's tables and, grouped apart, the tables of other schemas "
+                   "they depend on.")
     erd.add_argument("--out", type=Path, default=Path("erd"), metavar="DIR", help="output directory (default: erd)")
     erd.add_argument("--format", choices=("mermaid", "svg", "png"), default="mermaid",
                      help="mermaid (default; no extra software) or svg/png (need Graphviz)")
     erd.set_defaults(handler=_erd)
     return parser
+
+
+def _command(commands, name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with its one-line summary; typed alone, a group shows its own help."""
+    command = commands.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}"
+                                  .strip())
+    command.set_defaults(help_parser=command)
+    return command
 
 
 def _date(text: str) -> date:
@@ -159,9 +186,12 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2018-02-25") from None
 
 
-def _load(args, log_stream=None) -> MapdConfig:
+def _load(args, log_stream=None, *, logging: bool = True) -> MapdConfig:
     config = load_config(args.config)
-    logs.configure(config.logging, log_stream)
+    if logging:
+        from . import logs
+
+        logs.configure(config.logging, log_stream)
     return config
 
 
@@ -297,6 +327,8 @@ def _logs(args) -> int:
 
 
 def _status(args) -> int:
+    if args.check:
+        return _status_check(args)
     from . import liveness
     from .database import DatabaseError
     from .find.health import check_all
@@ -318,6 +350,16 @@ def _status(args) -> int:
     else:
         _print_status(report)
     return EXIT_OK if report.database == "ok" else EXIT_DATABASE
+
+
+def _status_check(args) -> int:
+    """A container's HEALTHCHECK, run every 30 s: answered from state_dir/daemon.json alone (no database)."""
+    from . import liveness
+
+    config = _load(args, logging=False)  # it logs nothing: structlog need not even be imported
+    healthy, why = liveness.health_check(liveness.read(config.state_dir), config.state_dir)
+    print(f"{'healthy' if healthy else 'unhealthy'}: {printable(why)}")
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def _print_status(report) -> None:

@@ -20,6 +20,39 @@ def test_every_command_has_help(command):
     assert "usage: mapd" in result.stdout
 
 
+def _subcommands(parser, path=()):
+    """Every (command words, parser) below ``parser``."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _subcommands(sub, (*path, name))
+
+
+def test_every_subcommand_has_a_one_line_description_and_documents_every_argument():
+    import argparse
+
+    from mapd.cli import _build_parser
+
+    commands = dict(_subcommands(_build_parser()))
+    assert {" ".join(words) for words in commands} >= {" ".join(c) for c in COMMANDS if c}
+    for words, parser in commands.items():
+        first = (parser.description or "").split(". ")[0]
+        assert first and "\n" not in first and len(first) < 110, words
+        for action in parser._actions:
+            if action.dest != "help" and not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"mapd {' '.join(words)}: {action.dest} has no help"
+
+
+def test_a_command_group_alone_prints_its_own_help():
+    result = run_mapd("subject")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: mapd subject [-h] COMMAND")
+    assert "add       enter one subject" in result.stderr and "import" in result.stderr
+
+
 def test_invalid_config_is_a_clear_error_without_traceback(tmp_path):
     config = tmp_path / "mapd.yaml"
     config.write_text("session_user: a\nrig_data_paths: [{rig: R, path: /x, colour: red}]\n")
