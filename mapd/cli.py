@@ -223,7 +223,7 @@ def _config_check(args) -> int:
     print(f"database: {config.database.backend}: connected as {params.user} to {params.host}:{params.port}, "
           f"schemas {config.database.schema_prefix}*")
     if problems:
-        print(f"{problems} data path(s) not usable", file=sys.stderr)
+        print(f"{_count(problems, 'data path')} not usable", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -306,7 +306,7 @@ def _retry(args) -> int:
         if not ids:
             raise UsageError(f"no failed file matches {args.item!r} (see `mapd status`)")
         count = requeue_failed(ids)
-    print(f"{count} failed file(s) queued again")
+    print(f"{_count(count, 'failed file')} queued again")
     return EXIT_OK
 
 
@@ -435,15 +435,24 @@ def _subject_add(args) -> int:
 
 
 def _subject_import(args) -> int:
-    from .subjects import add_subjects, read_subject_file
+    from .subjects import SubjectError, add_subjects, read_subject_file
 
-    entries = read_subject_file(args.file)
+    rows = read_subject_file(args.file)
+    entries = [entry for _, entry in rows]
     config = _load(args)
     _open(config)
-    added = add_subjects(entries)
-    print(f"{args.file}: {len(added)} subjects entered, {len(entries) - len(added)} already entered")
+    try:
+        added = add_subjects(entries, [number for number, _ in rows])
+    except SubjectError as error:
+        raise SubjectError(f"{args.file}: {error}") from None
+    print(f"{args.file}: {_count(len(added), 'subject')} entered, {len(entries) - len(added)} already entered")
     _hint_waiting([entry.h2o for entry in entries])
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 subject', '2 subjects'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _hint_waiting(h2os: list[str]) -> None:
@@ -451,7 +460,9 @@ def _hint_waiting(h2os: list[str]) -> None:
 
     queued = pending_count(h2os)
     if queued:
-        print(f"{queued} file(s) of these subjects are queued: a running `mapd run` ingests them now, "
+        whose = "this subject" if len(set(h2os)) == 1 else "these subjects"
+        them = "it" if queued == 1 else "them"
+        print(f"{_count(queued, 'file')} of {whose} queued: a running `mapd run` ingests {them} now, "
               "or run `mapd rescan`")
 
 

@@ -73,7 +73,7 @@ def test_quick_start_on_the_bundled_data(tmp_path, db):
 
     imported = run_mapd("subject", "import", str(tmp_path / "test_data" / "subjects.csv"), config=config)
     assert imported.returncode == 0, imported.stderr
-    assert "1 subjects entered" in imported.stdout
+    assert "1 subject entered, 0 already entered" in imported.stdout
 
     rescan = run_mapd("rescan", config=config)
     assert rescan.returncode == 0, rescan.stderr
@@ -130,7 +130,11 @@ def test_user_errors_exit_2(tmp_path, db, write_config, rig_root):
     bad_csv.write_text("subject_id,h2o,sex\n12,dl7,X\n")
     imported = run_mapd("subject", "import", str(bad_csv), config=config)
     assert imported.returncode == 2 and f"{bad_csv}: row 2: sex" in imported.stderr
-    for result in (conflict, unknown_rig, outside, imported):
+    bad_csv.write_text("subject_id,h2o\n12,dl7\n13,dl25\n")  # dl25 is subject 1's
+    taken = run_mapd("subject", "import", str(bad_csv), config=config)
+    assert taken.returncode == 2
+    assert taken.stderr == f"mapd: {bad_csv}: row 3: h2o dl25 already belongs to subject 1\n"
+    for result in (conflict, unknown_rig, outside, imported, taken):
         assert "Traceback" not in result.stderr
 
 
@@ -147,3 +151,20 @@ def test_unreachable_database_exit_3_and_no_password_shown(tmp_path, monkeypatch
     assert "cannot connect to postgresql database mapd@127.0.0.1:9" in result.stderr
     assert "very-secret-pw-123" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_subject_file_rows_that_disagree_name_both_rows(tmp_path):
+    from mapd.subjects import SubjectError, read_subject_file
+
+    csv = tmp_path / "subjects.csv"
+    csv.write_text("subject_id,h2o\n1,aa0\n1,aa0\n2,aa1\n")
+    assert [(row, entry.subject_id) for row, entry in read_subject_file(csv)] == [(2, 1), (3, 1), (4, 2)]
+    csv.write_text("subject_id,h2o\n1,aa1\n2,aa1\n")
+    with pytest.raises(SubjectError) as error:
+        read_subject_file(csv)
+    assert str(error.value) == f"{csv}: row 3: h2o aa1 already belongs to subject 1 (row 2)"
+    yaml_file = tmp_path / "subjects.yaml"
+    yaml_file.write_text("- {subject_id: 1, h2o: aa1}\n- {subject_id: 1, h2o: aa2}\n")
+    with pytest.raises(SubjectError) as error:
+        read_subject_file(yaml_file)
+    assert str(error.value) == f"{yaml_file}: row 2: subject 1 already has h2o aa1 (row 1), not aa2"
