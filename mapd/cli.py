@@ -248,17 +248,34 @@ def _rescan(args) -> int:
         if category == "ingested" and summary.sessions:
             extra = f"  ({summary.sessions} sessions, {summary.trials} trials, {summary.rows} rows)"
         print(f"  {category:<20} {summary.files[category]:>6}{extra}")
-    for outcome in summary.problems:
-        print(f"  {outcome.state.value}: {printable(str(outcome.file.path))}: {printable(outcome.reason)}")
+    _print_outcomes(summary.problems)
     if summary.probes:
         print(f"probes: {sum(summary.probes.values())} folders")
         for category, count in sorted(summary.probes.items()):
             print(f"  {category:<20} {count:>6}")
-        for outcome in summary.probe_problems:
-            print(f"  {outcome.state.value}: {printable(str(outcome.file.path))}: {printable(outcome.reason)}")
+        _print_outcomes(summary.probe_problems)
     for problem in summary.scan_problems:
         print(f"  not scanned: {printable(str(problem.path))}: {printable(problem.reason)}")
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _print_outcomes(outcomes) -> None:
+    """Files not ingested, with their reasons: a reason that several files share is shown once, above them."""
+    for (state, reason), paths in _by_reason(((o.state.value, o.reason), str(o.file.path)) for o in outcomes).items():
+        if len(paths) == 1:
+            print(f"  {state}: {printable(paths[0])}: {printable(reason)}")
+            continue
+        print(f"  {state}: {printable(reason)}:")
+        for path in paths:
+            print(f"    {printable(path)}")
+
+
+def _by_reason(pairs) -> dict:
+    """[(reason, item)] -> {reason: [items]}, in the order the reasons first come."""
+    grouped: dict = {}
+    for reason, item in pairs:
+        grouped.setdefault(reason, []).append(item)
+    return grouped
 
 
 class _Progress:
@@ -393,8 +410,10 @@ def _print_status(report) -> None:
     if any(report.probes.values()):
         print("probes: " + ", ".join(f"{state} {count}" for state, count in report.probes.items() if count))
     for rig in report.rigs:
-        print(f"rig {rig.rig}: last file seen {printable(rig.last_file_seen or '-')} at {rig.last_seen_time}; "
-              f"last ingest {printable(rig.last_ingested_file or '-')} at {rig.last_ingest_time or 'never'}")
+        last = (f"{printable(rig.last_ingested_file)} at {rig.last_ingest_time}" if rig.last_ingest_time
+                else "never")
+        print(f"rig {rig.rig}: last file seen: {printable(rig.last_file_seen or '-')} at {rig.last_seen_time}; "
+              f"last ingest: {last}")
     if report.oldest_waiting:
         oldest = report.oldest_waiting
         print(f"oldest waiting: {printable(oldest.path)} for {_age(oldest.age_seconds)}")
@@ -403,9 +422,14 @@ def _print_status(report) -> None:
         if problems:
             total = report.files.get(problems[0].state, 0) + report.probes.get(problems[0].state, 0)
             print(f"{title} (showing {len(problems)} of {total}):")
-            for problem in problems:
-                age = f" (for {_age(problem.age_seconds)})" if problem.state == "waiting" else ""
-                print(f"  {printable(problem.path)}: {printable(problem.reason)}{age}  [{problem.file_id}]")
+            for reason, group in _by_reason((problem.reason, problem) for problem in problems).items():
+                if len(group) > 1:
+                    print(f"  {printable(reason)}:")
+                for problem in group:
+                    age = f" (for {_age(problem.age_seconds)})" if problem.state == "waiting" else ""
+                    what = f"    {printable(problem.path)}" if len(group) > 1 else \
+                        f"  {printable(problem.path)}: {printable(reason)}"
+                    print(f"{what}{age}  [{problem.file_id}]")
 
 
 def _age(seconds: float) -> str:
