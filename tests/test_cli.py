@@ -94,7 +94,11 @@ def test_quick_start_on_the_bundled_data(tmp_path, db):
     assert erd.returncode == 0, erd.stderr
     diagrams = sorted(p.name for p in (tmp_path / "erd").iterdir())
     assert diagrams == ["ccf.mmd", "ephys.mmd", "experiment.mmd", "ingest.mmd", "lab.mmd", "publication.mmd"]
-    assert "SessionTrial" in (tmp_path / "erd" / "experiment.mmd").read_text()
+    experiment_erd = (tmp_path / "erd" / "experiment.mmd").read_text()
+    assert "experiment_SessionTrial([SessionTrial])" in experiment_erd and "module" not in experiment_erd
+    assert 'subgraph map_lab["lab"]' in experiment_erd  # the tables of lab it depends on, grouped apart
+    assert "lab_Subject --> experiment_Session" in experiment_erd
+    assert all(p.read_text().endswith("\n") for p in (tmp_path / "erd").iterdir())
 
 
 def test_rescan_exit_status_and_summary_with_a_bad_file(tmp_path, db, write_config, rig_root):
@@ -168,3 +172,27 @@ def test_subject_file_rows_that_disagree_name_both_rows(tmp_path):
     with pytest.raises(SubjectError) as error:
         read_subject_file(yaml_file)
     assert str(error.value) == f"{yaml_file}: row 2: subject 1 already has h2o aa1 (row 1), not aa2"
+
+
+def test_status_wording_each_waiting_reason_once_and_never_ingested(capsys):
+    from mapd.cli import _print_status
+    from mapd.queue.status import FileProblem, RigActivity, StatusReport
+
+    reason = "no subject with water_restriction_number dl9; enter it with `mapd subject add`"
+    waiting = [FileProblem(f"id{n}", f"/rigs/dl9/s/dl9_tw_2018050{n}_100000.mat", "RRig", "waiting", reason,
+                           "2026-12-01 10:00:00", 1, 90.0) for n in (1, 2)]
+    changed = FileProblem("id3", "/rigs/dl7/s/f.mat", "RRig", "changed", "content differs from the ingested file",
+                          "2026-12-01 10:00:00", 1, 5.0)
+    report = StatusReport(local_daemon=None, paths=[], files={"waiting": 2, "changed": 1},
+                          rigs=[RigActivity("RRig", "dl9/s/dl9_tw_20180502_100000.mat", "2026-12-01 10:00:00",
+                                            None, None)],
+                          oldest_waiting=waiting[0], waiting=waiting, changed=[changed])
+    _print_status(report)
+    out = capsys.readouterr().out
+    assert "last ingest: never" in out and "at never" not in out
+    assert out.count(reason) == 1
+    assert ("waiting (showing 2 of 2):\n"
+            f"  {reason}:\n"
+            "    /rigs/dl9/s/dl9_tw_20180501_100000.mat (for 1.5 min)  [id1]\n"
+            "    /rigs/dl9/s/dl9_tw_20180502_100000.mat (for 1.5 min)  [id2]\n") in out
+    assert "changed after ingest (showing 1 of 1):\n  /rigs/dl7/s/f.mat: content differs from the ingested file" in out
