@@ -99,13 +99,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     rescan = _command(commands, "rescan", "find and ingest every behavior session not yet ingested (manual backfill)",
                       "Searches rig_data_paths; a full rescan (no --rig, no PATH) also takes the probe folders "
-                      "under ephys_data_paths. "
+                      "under ephys_data_paths. Files modified less than daemon.settle_seconds ago are waited "
+                      "for (up to 6 settle intervals, at least a minute), then ingested. "
                       "Exit status 0 only when no file failed and every data path could be read.")
     rescan.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                         help="only files below these paths (each inside a rig data path)")
     rescan.add_argument("--rig", action="append", default=[], metavar="NAME", help="only this rig (repeatable)")
     rescan.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="only sessions on or after this date")
     rescan.add_argument("--workers", type=int, metavar="N", help="parsing processes (default: ingest.workers)")
+    rescan.add_argument("--no-wait", action="store_true",
+                        help="do not wait for files still being written: leave them pending for a later run")
     rescan.set_defaults(handler=_rescan)
 
     run = _command(commands, "run", "the service: watch the data paths and ingest new files as they complete",
@@ -237,8 +240,15 @@ def _rescan(args) -> int:
     config = _load(args)
     _open(config)
     scope = ScanScope(rigs=frozenset(args.rig), since=args.since, paths=tuple(args.paths))
+    settle = config.daemon.settle_seconds
+
+    def show_wait(files: int, seconds: float) -> None:
+        print(f"rescan: waiting {seconds:.1f} s for {_count(files, 'file')} still being written to settle "
+              f"(unchanged for daemon.settle_seconds, {settle:g} s)", file=sys.stderr, flush=True)
+
     with _Progress() as progress:
-        summary = rescan(config, scope, workers=args.workers, on_progress=progress.update)
+        summary = rescan(config, scope, workers=args.workers, on_progress=progress.update, wait=not args.no_wait,
+                         on_wait=show_wait)
     for check in summary.unusable_paths:
         print(f"warning: {check.data_path.label}: {printable(check.problem)}: its files were not scanned",
               file=sys.stderr)
