@@ -79,7 +79,8 @@ def test_metrics_endpoint_and_health_check_of_a_running_daemon(setup, state_dir,
         assert check.stdout.startswith(f"healthy: daemon pid {daemon.process.pid} alive, heartbeat ")
         assert check.stdout.endswith(", 2 data paths ok\n")
     finally:
-        assert daemon.stop() == 0
+        exit_status = daemon.stop()
+    assert exit_status == 0
     try:
         scrape(port)
         raise AssertionError("the endpoint outlived the daemon")
