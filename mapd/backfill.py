@@ -2,7 +2,8 @@
 
 Parsing (the costly part) runs in worker processes, ahead of the parent,
 which inserts the sessions in date order per subject, so that session numbers
-follow the calendar.
+follow the calendar. Files still being written (modified less than
+``settle_seconds`` ago) are waited for, by the daemon's settle rule, then ingested.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .config import MapdConfig
 from .find import health
-from .find.files import ScanProblem
+from .find.files import FileOnDisk, ScanProblem
 from .find.health import PathHealth
 from .find.scan import ScanScope, behavior_files, data_files, group_by_session, probe_folders
 from .ingest.behavior import IngestedSession, ingested_files
@@ -29,6 +30,11 @@ __all__ = ["CATEGORIES", "RescanSummary", "rescan"]
 
 KIND = "behavior"
 PROBE = "probe"
+# How long rescan waits for files still being written: a file that keeps
+# changing for 6 settle intervals (and at least a minute) is being written
+# live, by a session in progress; it is left pending for the daemon or a later rescan.
+WAIT_SETTLES, MIN_WAIT_SECONDS = 6, 60.0
+STILL_WRITING = "modified moments ago: still being written; run rescan again later"
 
 
 @dataclass
@@ -66,12 +72,21 @@ def rescan(
     *,
     workers: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    wait: bool = True,
+    on_wait: Callable[[int, float], None] | None = None,
 ) -> RescanSummary:
-    """Ingest every behavior file in scope that is not yet ingested; the database must be open."""
+    """Ingest every behavior file in scope that is not yet ingested; the database must be open.
+
+    ``wait``: first wait for files still being written to settle (``on_wait(files, seconds)``
+    before each wait); without it they are left pending, as is any still changing after the
+    longest wait.
+    """
     started = time.perf_counter()
     summary = RescanSummary()
     summary.unusable_paths = _check_paths(config, scope)
-    scan = behavior_files(config, scope)
+    policy = Policy.from_config(config.daemon)
+    waiter = _Settling(policy, wait, on_wait)
+    scan, writing = waiter.look(lambda: behavior_files(config, scope), lambda scan: scan.files)
     summary.scan_problems = scan.problems
     if not scope.paths:
         _record_scan_problems(config, scope, scan.problems)
@@ -83,13 +98,10 @@ def rescan(
     immediate: Outcomes = ([(FileOutcome(file, FileState.IGNORED, reason), "ignored") for file, reason in groups.not_sessions]
                            + [(FileOutcome(file, FileState.FAILED, reason), "failed") for file, reason in groups.bad_names])
     units: list[SessionUnit] = []
-    policy, now = Policy.from_config(config.daemon), queue.now_ms()
     for (h2o, session_date), group in sorted(groups.sessions.items()):
         # A rig may be writing today's file right now: never take it half-written.
-        writing = [f for f in group if policy.settled_at(now, f.mtime) > now and f.path.name not in ingested]
-        if writing:
-            immediate += [(FileOutcome(f, FileState.PENDING, "modified moments ago: still being written; "
-                                                             "run rescan again later"), "skipped") for f in group]
+        if any(f.path in writing and f.path.name not in ingested for f in group):
+            immediate += [(FileOutcome(f, FileState.PENDING, STILL_WRITING), "skipped") for f in group]
             continue
         outcomes, unit = triage(config, h2o, session_date, group, ingested, subjects)
         immediate += outcomes
@@ -106,29 +118,31 @@ def rescan(
         if on_progress:
             on_progress(count, total)
     if not scope.rigs and not scope.paths:  # probes after behavior: each needs its behavior session
-        _rescan_probes(config, scope, policy, summary)
+        _rescan_probes(config, scope, waiter, summary)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _rescan_probes(config: MapdConfig, scope: ScanScope, policy: Policy, summary: RescanSummary) -> None:
+def _rescan_probes(config: MapdConfig, scope: ScanScope, waiter: "_Settling", summary: RescanSummary) -> None:
     """Every probe folder below the ephys data paths not yet ingested (in scope's dates)."""
-    now = queue.now_ms()
     for entry in config.ephys_data_paths:
         if not health.check(health.DataPath("ephys", entry.path, None)).ok:
             continue  # reported with the other paths
-        scan = data_files("ephys", entry.path, None, entry.path)
+
+        def look(root=entry.path):
+            scan = data_files("ephys", root, None, root)
+            return scan, [(key, folder) for key, folder in probe_folders(root, scan.files)
+                          if scope.since is None or key.session_date >= scope.since]
+
+        (scan, units), writing = waiter.look(look, lambda found: [folder for _, folder in found[1]])
         summary.scan_problems += scan.problems
-        units = [(key, folder) for key, folder in probe_folders(entry.path, scan.files)
-                 if scope.since is None or key.session_date >= scope.since]
         h2o_dates = {queue.file_id(PROBE, folder): (key.h2o, key.session_date) for key, folder in units}
         done = queue.ingested_unchanged(PROBE, [folder for _, folder in units])
         for key, folder in units:
             if queue.file_id(PROBE, folder) in done:
                 outcome, category = FileOutcome(folder, FileState.INGESTED), "already ingested"
-            elif policy.settled_at(now, folder.mtime) > now:
-                outcome, category = FileOutcome(folder, FileState.PENDING, "modified moments ago: still being "
-                                                                           "written; run rescan again later"), "skipped"
+            elif folder.path in writing:
+                outcome, category = FileOutcome(folder, FileState.PENDING, STILL_WRITING), "skipped"
             else:
                 outcome, category = probe_outcome(folder)
                 queue.record(PROBE, [outcome], h2o_dates)
@@ -136,6 +150,47 @@ def _rescan_probes(config: MapdConfig, scope: ScanScope, policy: Policy, summary
             summary.probes[category] += 1
             if outcome.state is not FileState.INGESTED:
                 summary.probe_problems.append(outcome)
+
+
+class _Settling:
+    """Looks at the files again until none is still being written (the daemon's rule, Policy.settled_at).
+
+    A file counts as settled once seen with the same size and mtime for
+    ``settle_seconds``, or once its mtime is that old; each look is a fresh
+    scan, so what is ingested afterwards carries the stat it was last seen with.
+    """
+
+    def __init__(self, policy: Policy, wait: bool, on_wait: Callable[[int, float], None] | None) -> None:
+        self.policy, self.wait, self.on_wait = policy, wait, on_wait
+        self.limit = max(MIN_WAIT_SECONDS, WAIT_SETTLES * policy.settle_seconds)
+        self.seen: dict = {}  # path -> ((size, mtime), since when seen so)
+
+    def look(self, scan: Callable[[], Any], files_of: Callable[[Any], list[FileOnDisk]]):
+        """(the last result of ``scan()``, paths still being written in it)."""
+        deadline = time.monotonic() + self.limit
+        while True:
+            found = scan()
+            writing = self._writing(files_of(found))
+            left = deadline - time.monotonic()
+            if not writing or not self.wait or left <= 0:
+                return found, set(writing)
+            delay = min(left, max(0.0, (max(writing.values()) - queue.now_ms()).total_seconds()) + 0.05)
+            if self.on_wait:
+                self.on_wait(len(writing), delay)
+            time.sleep(delay)
+
+    def _writing(self, files: list[FileOnDisk]) -> dict:
+        """Path -> when it will have settled, for the files not settled yet."""
+        now, writing = queue.now_ms(), {}
+        for file in files:
+            stat = (file.size, file.mtime)
+            before = self.seen.get(file.path)
+            since = before[1] if before and before[0] == stat else now
+            self.seen[file.path] = (stat, since)
+            ready = self.policy.settled_at(since, file.mtime)
+            if ready > now:
+                writing[file.path] = ready
+        return writing
 
 
 def _check_paths(config: MapdConfig, scope: ScanScope) -> list[PathHealth]:

@@ -14,7 +14,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from . import __version__, logs
+from . import __version__
 from .config import ConfigError, MapdConfig, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
@@ -28,19 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
-        parser.print_help(sys.stderr)
+        # `mapd` or `mapd subject` alone: the help of what was typed.
+        getattr(args, "help_parser", parser).print_help(sys.stderr)
         return EXIT_USAGE
     from .database import DatabaseError
-    from .erd import DiagramError
-    from .find.scan import DiscoveryError
-    from .subjects import SubjectError
     from .transient import describe, is_transient_database_error
 
     try:
         code = args.handler(args)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
         return code
-    except (ConfigError, UsageError, DiscoveryError, SubjectError, DiagramError) as error:
+    except _usage_errors() as error:
         print(f"mapd: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except DatabaseError as error:
@@ -61,6 +59,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DATABASE
 
 
+# Errors that are the user's to fix (exit 2), by module. Looked up only when an
+# error is being handled, among the modules the command loaded (an error class
+# cannot be raised before its module is imported): so a light command such as
+# `status --check`, a HEALTHCHECK run every 30 s, never imports DataJoint.
+_USAGE_ERRORS = (("mapd.find.scan", "DiscoveryError"), ("mapd.subjects", "SubjectError"),
+                 ("mapd.erd", "DiagramError"))
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    loaded = [getattr(sys.modules[module], name) for module, name in _USAGE_ERRORS if module in sys.modules]
+    return (ConfigError, UsageError, *loaded)
+
+
 def printable(text: str) -> str:
     """Text safe to print on one line: control characters (a newline in a file name) escaped."""
     if text.isprintable():
@@ -79,72 +90,83 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mapd {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    config = commands.add_parser("config", help="configuration commands")
+    config = _command(commands, "config", "configuration commands")
     config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
-    check = config_commands.add_parser(
-        "check", help="validate the configuration, check the data paths and connect to the database"
-    )
+    check = _command(config_commands, "check", "validate the configuration, check the data paths and connect "
+                     "to the database", "Exit status 0 when all is usable, 1 when a data path is not, "
+                     "2 for an invalid configuration, 3 when the database cannot be reached.")
     check.set_defaults(handler=_config_check)
 
-    rescan = commands.add_parser(
-        "rescan",
-        help="find and ingest every behavior session not yet ingested (manual backfill)",
-        description="Find behavior files under rig_data_paths and ingest every session not yet ingested. "
-        "Exit status 0 only when no file failed.",
-    )
+    rescan = _command(commands, "rescan", "find and ingest every behavior session not yet ingested (manual backfill)",
+                      "Searches rig_data_paths; a full rescan (no --rig, no PATH) also takes the probe folders "
+                      "under ephys_data_paths. Files modified less than daemon.settle_seconds ago are waited "
+                      "for (up to 6 settle intervals, at least a minute), then ingested. "
+                      "Exit status 0 only when no file failed and every data path could be read.")
     rescan.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                         help="only files below these paths (each inside a rig data path)")
     rescan.add_argument("--rig", action="append", default=[], metavar="NAME", help="only this rig (repeatable)")
     rescan.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="only sessions on or after this date")
     rescan.add_argument("--workers", type=int, metavar="N", help="parsing processes (default: ingest.workers)")
+    rescan.add_argument("--no-wait", action="store_true",
+                        help="do not wait for files still being written: leave them pending for a later run")
     rescan.set_defaults(handler=_rescan)
 
-    run = commands.add_parser(
-        "run",
-        help="the service: watch the data paths and ingest new files as they complete",
-        description="Watch rig_data_paths and ephys_data_paths and ingest each complete file exactly once. "
-        "SIGTERM/SIGINT: finish or roll back the ingest in progress and exit. SIGHUP or an edit of the "
-        "configuration file: reload it (an invalid edit is refused and logged). Speaks the systemd notify "
-        "protocol when started by systemd (Type=notify).",
-    )
+    run = _command(commands, "run", "the service: watch the data paths and ingest new files as they complete",
+                   "Each complete file under rig_data_paths and ephys_data_paths is ingested exactly once. "
+                   "SIGTERM/SIGINT: finish or roll back the ingest in progress and exit. SIGHUP or an edit of the "
+                   "configuration file: reload it (an invalid edit is refused and logged). Speaks the systemd "
+                   "notify protocol when started by systemd (Type=notify); serves Prometheus metrics when "
+                   "metrics.listen is set.")
     run.set_defaults(handler=_run)
 
-    retry = commands.add_parser("retry", help="queue failed files again (all, or one by id or path)")
+    retry = _command(commands, "retry", "queue failed files again (all, or one by id or path)")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every failed file, and every failed archive batch")
-    which.add_argument("item", nargs="?", help="a file id (from mapd status) or a file path")
+    which.add_argument("item", nargs="?", metavar="ITEM",
+                       help="a file id (in brackets in mapd status), a file path, or a path below its data path")
     retry.set_defaults(handler=_retry)
 
-    logs_command = commands.add_parser("logs", help="show the log file (logging.file) in readable form")
+    logs_command = _command(commands, "logs", "show the log file (logging.file) in readable form")
     logs_command.add_argument("-f", "--follow", action="store_true", help="keep showing new lines, like tail -F")
     logs_command.add_argument("-n", "--lines", type=int, default=50, metavar="N",
                               help="how many of the last lines to show first (default 50; 0 for all)")
     logs_command.set_defaults(handler=_logs)
 
-    status = commands.add_parser("status", help="files per state, and waiting and failed files with reasons")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status = _command(commands, "status", "the daemons, data path health, files per state, and waiting and "
+                      "failed files with reasons",
+                      "Exit status 0, or 3 when the database cannot be reached (what this host knows is shown "
+                      "all the same). With --check: 0 when this host's daemon is alive and all its data paths "
+                      "are usable, else 1, with one line saying why (for a container's HEALTHCHECK).")
+    shape = status.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="machine-readable output")
+    shape.add_argument("--check", action="store_true",
+                       help="only: is this host's daemon alive with all its data paths usable? (exit 0 or 1; "
+                       "reads state_dir/daemon.json, not the database)")
     status.set_defaults(handler=_status)
 
-    subject = commands.add_parser("subject", help="enter subjects and their water-restriction numbers")
+    subject = _command(commands, "subject", "enter subjects and their water-restriction numbers")
     subject_commands = subject.add_subparsers(title="subject commands", metavar="COMMAND")
-    add = subject_commands.add_parser("add", help="enter one subject")
+    add = _command(subject_commands, "add", "enter one subject",
+                   "Entering it again changes nothing; files waiting for it are queued at once.")
     add.add_argument("--subject-id", type=int, required=True, help="institution animal id, e.g. 407513")
     add.add_argument("--h2o", required=True, help="water-restriction number used in file names, e.g. dl25")
-    add.add_argument("--sex", choices=("M", "F", "Unknown"), default="Unknown")
-    add.add_argument("--dob", type=_date, metavar="YYYY-MM-DD", help="date of birth")
-    add.add_argument("--username", help="person responsible for the animal (lab.Person)")
+    add.add_argument("--sex", choices=("M", "F", "Unknown"), default="Unknown", help="default: Unknown")
+    add.add_argument("--dob", type=_date, metavar="YYYY-MM-DD", help="date of birth (default: unknown)")
+    add.add_argument("--username", help="person responsible for the animal (lab.Person), entered if missing")
     add.set_defaults(handler=_subject_add)
-    imp = subject_commands.add_parser(
-        "import", help="enter subjects from a CSV (header: subject_id,h2o,sex,dob) or YAML list"
-    )
-    imp.add_argument("file", type=Path)
+    imp = _command(subject_commands, "import", "enter subjects from a CSV or YAML file",
+                   "CSV: a header row subject_id,h2o,sex,dob (water_restriction_number and date_of_birth are "
+                   "accepted too); YAML: a list of such mappings. All or none are entered; errors name the row.")
+    imp.add_argument("file", type=Path, metavar="FILE", help="a .csv or .yaml/.yml file")
     imp.set_defaults(handler=_subject_import)
 
-    shell = commands.add_parser("shell", help="Python with dj and the MAP schema modules connected")
+    shell = _command(commands, "shell", "Python with dj and the MAP schema modules connected")
     shell.add_argument("-c", dest="code", metavar="CODE", help="run CODE and exit, like python -c")
     shell.set_defaults(handler=_shell)
 
-    erd = commands.add_parser("erd", help="write one entity-relationship diagram per schema")
+    erd = _command(commands, "erd", "write one entity-relationship diagram per schema",
+                   "Each diagram shows the schema's tables and, grouped apart, the tables of other schemas "
+                   "they depend on.")
     erd.add_argument("--out", type=Path, default=Path("erd"), metavar="DIR", help="output directory (default: erd)")
     erd.add_argument("--format", choices=("mermaid", "svg", "png"), default="mermaid",
                      help="mermaid (default; no extra software) or svg/png (need Graphviz)")
@@ -156,6 +178,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(commands, name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with its one-line summary; typed alone, a group shows its own help."""
+    command = commands.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}"
+                                  .strip())
+    command.set_defaults(help_parser=command)
+    return command
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -163,9 +193,12 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2018-02-25") from None
 
 
-def _load(args, log_stream=None) -> MapdConfig:
+def _load(args, log_stream=None, *, logging: bool = True) -> MapdConfig:
     config = load_config(args.config)
-    logs.configure(config.logging, log_stream)
+    if logging:
+        from . import logs
+
+        logs.configure(config.logging, log_stream)
     return config
 
 
@@ -197,7 +230,7 @@ def _config_check(args) -> int:
     print(f"database: {config.database.backend}: connected as {params.user} to {params.host}:{params.port}, "
           f"schemas {config.database.schema_prefix}*")
     if problems:
-        print(f"{problems} data path(s) not usable", file=sys.stderr)
+        print(f"{_count(problems, 'data path')} not usable", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -211,8 +244,15 @@ def _rescan(args) -> int:
     config = _load(args)
     _open(config)
     scope = ScanScope(rigs=frozenset(args.rig), since=args.since, paths=tuple(args.paths))
+    settle = config.daemon.settle_seconds
+
+    def show_wait(files: int, seconds: float) -> None:
+        print(f"rescan: waiting {seconds:.1f} s for {_count(files, 'file')} still being written to settle "
+              f"(unchanged for daemon.settle_seconds, {settle:g} s)", file=sys.stderr, flush=True)
+
     with _Progress() as progress:
-        summary = rescan(config, scope, workers=args.workers, on_progress=progress.update)
+        summary = rescan(config, scope, workers=args.workers, on_progress=progress.update, wait=not args.no_wait,
+                         on_wait=show_wait)
     for check in summary.unusable_paths:
         print(f"warning: {check.data_path.label}: {printable(check.problem)}: its files were not scanned",
               file=sys.stderr)
@@ -222,17 +262,34 @@ def _rescan(args) -> int:
         if category == "ingested" and summary.sessions:
             extra = f"  ({summary.sessions} sessions, {summary.trials} trials, {summary.rows} rows)"
         print(f"  {category:<20} {summary.files[category]:>6}{extra}")
-    for outcome in summary.problems:
-        print(f"  {outcome.state.value}: {printable(str(outcome.file.path))}: {printable(outcome.reason)}")
+    _print_outcomes(summary.problems)
     if summary.probes:
         print(f"probes: {sum(summary.probes.values())} folders")
         for category, count in sorted(summary.probes.items()):
             print(f"  {category:<20} {count:>6}")
-        for outcome in summary.probe_problems:
-            print(f"  {outcome.state.value}: {printable(str(outcome.file.path))}: {printable(outcome.reason)}")
+        _print_outcomes(summary.probe_problems)
     for problem in summary.scan_problems:
         print(f"  not scanned: {printable(str(problem.path))}: {printable(problem.reason)}")
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _print_outcomes(outcomes) -> None:
+    """Files not ingested, with their reasons: a reason that several files share is shown once, above them."""
+    for (state, reason), paths in _by_reason(((o.state.value, o.reason), str(o.file.path)) for o in outcomes).items():
+        if len(paths) == 1:
+            print(f"  {state}: {printable(paths[0])}: {printable(reason)}")
+            continue
+        print(f"  {state}: {printable(reason)}:")
+        for path in paths:
+            print(f"    {printable(path)}")
+
+
+def _by_reason(pairs) -> dict:
+    """[(reason, item)] -> {reason: [items]}, in the order the reasons first come."""
+    grouped: dict = {}
+    for reason, item in pairs:
+        grouped.setdefault(reason, []).append(item)
+    return grouped
 
 
 class _Progress:
@@ -285,7 +342,7 @@ def _retry(args) -> int:
         if not ids:
             raise UsageError(f"no failed file matches {args.item!r} (see `mapd status`)")
         count = requeue_failed(ids)
-    print(f"{count} failed file(s) queued again")
+    print(f"{_count(count, 'failed file')} queued again")
     return EXIT_OK
 
 
@@ -306,6 +363,8 @@ def _logs(args) -> int:
 
 
 def _status(args) -> int:
+    if args.check:
+        return _status_check(args)
     from . import liveness
     from .database import DatabaseError
     from .find.health import check_all
@@ -330,6 +389,16 @@ def _status(args) -> int:
         if archive:
             _print_archive_status(archive)
     return EXIT_OK if report.database == "ok" else EXIT_DATABASE
+
+
+def _status_check(args) -> int:
+    """A container's HEALTHCHECK, run every 30 s: answered from state_dir/daemon.json alone (no database)."""
+    from . import liveness
+
+    config = _load(args, logging=False)  # it logs nothing: structlog need not even be imported
+    healthy, why = liveness.health_check(liveness.read(config.state_dir), config.state_dir)
+    print(f"{'healthy' if healthy else 'unhealthy'}: {printable(why)}")
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def _print_status(report) -> None:
@@ -363,8 +432,10 @@ def _print_status(report) -> None:
     if any(report.probes.values()):
         print("probes: " + ", ".join(f"{state} {count}" for state, count in report.probes.items() if count))
     for rig in report.rigs:
-        print(f"rig {rig.rig}: last file seen {printable(rig.last_file_seen or '-')} at {rig.last_seen_time}; "
-              f"last ingest {printable(rig.last_ingested_file or '-')} at {rig.last_ingest_time or 'never'}")
+        last = (f"{printable(rig.last_ingested_file)} at {rig.last_ingest_time}" if rig.last_ingest_time
+                else "never")
+        print(f"rig {rig.rig}: last file seen: {printable(rig.last_file_seen or '-')} at {rig.last_seen_time}; "
+              f"last ingest: {last}")
     if report.oldest_waiting:
         oldest = report.oldest_waiting
         print(f"oldest waiting: {printable(oldest.path)} for {_age(oldest.age_seconds)}")
@@ -373,9 +444,14 @@ def _print_status(report) -> None:
         if problems:
             total = report.files.get(problems[0].state, 0) + report.probes.get(problems[0].state, 0)
             print(f"{title} (showing {len(problems)} of {total}):")
-            for problem in problems:
-                age = f" (for {_age(problem.age_seconds)})" if problem.state == "waiting" else ""
-                print(f"  {printable(problem.path)}: {printable(problem.reason)}{age}  [{problem.file_id}]")
+            for reason, group in _by_reason((problem.reason, problem) for problem in problems).items():
+                if len(group) > 1:
+                    print(f"  {printable(reason)}:")
+                for problem in group:
+                    age = f" (for {_age(problem.age_seconds)})" if problem.state == "waiting" else ""
+                    what = f"    {printable(problem.path)}" if len(group) > 1 else \
+                        f"  {printable(problem.path)}: {printable(reason)}"
+                    print(f"{what}{age}  [{problem.file_id}]")
 
 
 def _archive_summary(report):
@@ -426,15 +502,24 @@ def _subject_add(args) -> int:
 
 
 def _subject_import(args) -> int:
-    from .subjects import add_subjects, read_subject_file
+    from .subjects import SubjectError, add_subjects, read_subject_file
 
-    entries = read_subject_file(args.file)
+    rows = read_subject_file(args.file)
+    entries = [entry for _, entry in rows]
     config = _load(args)
     _open(config)
-    added = add_subjects(entries)
-    print(f"{args.file}: {len(added)} subjects entered, {len(entries) - len(added)} already entered")
+    try:
+        added = add_subjects(entries, [number for number, _ in rows])
+    except SubjectError as error:
+        raise SubjectError(f"{args.file}: {error}") from None
+    print(f"{args.file}: {_count(len(added), 'subject')} entered, {len(entries) - len(added)} already entered")
     _hint_waiting([entry.h2o for entry in entries])
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 subject', '2 subjects'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _hint_waiting(h2os: list[str]) -> None:
@@ -442,7 +527,9 @@ def _hint_waiting(h2os: list[str]) -> None:
 
     queued = pending_count(h2os)
     if queued:
-        print(f"{queued} file(s) of these subjects are queued: a running `mapd run` ingests them now, "
+        whose = "this subject" if len(set(h2os)) == 1 else "these subjects"
+        them = "it" if queued == 1 else "them"
+        print(f"{_count(queued, 'file')} of {whose} queued: a running `mapd run` ingests {them} now, "
               "or run `mapd rescan`")
 
 

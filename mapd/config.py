@@ -114,6 +114,32 @@ class LoggingConfig(_Strict):
     file: Path | None = None
 
 
+class MetricsConfig(_Strict):
+    # "host:port" (an IPv6 host in brackets, "[::1]:9464") where `mapd run` serves Prometheus
+    # metrics; off by default. 127.0.0.1 keeps them on this machine; 0.0.0.0 in a container.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            split_listen(listen)
+        return listen
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return split_listen(self.listen) if self.listen is not None else None
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """'127.0.0.1:9464' -> ('127.0.0.1', 9464); '[::1]:9464' -> ('::1', 9464); ValueError otherwise."""
+    host, colon, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, e.g. 127.0.0.1:9464, not {listen!r}")
+    return host, int(port)
+
+
 class LocalArchiveConfig(_Strict):
     # A mounted archive (NAS): files are copied here and verified.
     path: Path
@@ -184,6 +210,7 @@ class MapdConfig(_Strict):
     ingest: IngestConfig = IngestConfig()
     daemon: DaemonConfig = DaemonConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     archive: ArchiveConfig = ArchiveConfig()
     cleanup: CleanupConfig = CleanupConfig()
     # Where this configuration was read from (not a key of the file).

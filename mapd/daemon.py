@@ -25,8 +25,9 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception, stop_never
 
-from . import database
+from . import database, metrics
 from .archive.handlers import ArchiveDays, CleanupDays
+from .archive.status import summary as archive_summary
 from .config import ConfigError, MapdConfig, load_config
 from .handlers import BehaviorDays, ProbeDays, UnitKey
 from .ingest.behavior_day import subjects_by_h2o
@@ -86,6 +87,7 @@ class Daemon:
         self.activity = "starting"
         self.loop_errors = 0
         self.transient_failures = 0
+        self.metrics: metrics.MetricsServer | None = None
         self._config_stat = _stat_key(self.config.source)
 
     # ---- lifecycle ---------------------------------------------------------
@@ -118,6 +120,7 @@ class Daemon:
         self.db = open_database(self.config)
         self.connection = self.db.connection
         claims.register_daemon(self.me)
+        self._serve_metrics()
         self.intake.start()
         self.notifier.ready(status="scanning data paths")
         log.info("mapd started", pid=self.me.pid, daemon_id=self.me.daemon_id,
@@ -132,6 +135,8 @@ class Daemon:
         except Exception as error:  # the database may be the reason we stop
             log.warning("could not unregister from the database", error=describe(error))
         self.liveness.remove()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("mapd stopped", pid=self.me.pid, exit_status=exit_code)
         self.notifier.close()
 
@@ -214,10 +219,34 @@ class Daemon:
             self._heartbeat()
 
     def _heartbeat(self, database_state: str = "ok") -> None:
-        self.liveness.beat(self.activity, database_state)
+        self.liveness.beat(self.activity, database_state, self.intake.checks)
         self.notifier.status(self.activity)
         if database_state == "ok":
             claims.heartbeat(self.me, self.activity)
+        if self.metrics is not None:
+            self._update_metrics(database_state == "ok")
+
+    def _serve_metrics(self) -> None:
+        address = self.config.metrics.address
+        if address is None or self.metrics is not None:
+            return
+        try:
+            self.metrics = metrics.serve(*address)
+        except OSError as error:  # ingest matters more than its metrics: go on without them
+            log.error("metrics endpoint not started", listen=self.config.metrics.listen,
+                      error=error.strerror or str(error))
+            return
+        log.info("serving metrics", url=f"http://{self.config.metrics.listen}/metrics")
+
+    def _update_metrics(self, database_ok: bool) -> None:
+        """The gauges, from this (the main) thread: the HTTP thread never queries the database."""
+        metrics.beat(database_ok)
+        metrics.set_paths(self.intake.checks or [])
+        if database_ok:
+            metrics.set_queue(queue.state_counts(), queue.oldest_waiting_seconds())
+            if self.config.archive.transport != "none":
+                archive = archive_summary()
+                metrics.set_archive_bytes(archive.archived_bytes, sum(archive.freed_bytes.values()))
 
     def _reconcile(self) -> None:
         self.activity = "scanning data paths"
@@ -333,9 +362,11 @@ class Daemon:
         except ConfigError as error:
             log.error("configuration change refused; the running configuration stays in force", error=str(error))
             return
-        if new.database != self.config.database or new.state_dir != self.config.state_dir:
-            log.warning("database and state_dir changes take effect after a restart")
-            new = new.model_copy(update={"database": self.config.database, "state_dir": self.config.state_dir})
+        if (new.database, new.state_dir, new.metrics) != (self.config.database, self.config.state_dir,
+                                                            self.config.metrics):
+            log.warning("database, state_dir and metrics changes take effect after a restart")
+            new = new.model_copy(update={"database": self.config.database, "state_dir": self.config.state_dir,
+                                         "metrics": self.config.metrics})
         self.notifier.reloading()
         self.config = new
         self.policy = Policy.from_config(new.daemon)

@@ -1,9 +1,10 @@
-"""``mapd erd``: one entity-relationship diagram per schema."""
+"""``mapd erd``: one entity-relationship diagram per schema, with the tables of other schemas it depends on."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import datajoint as dj
 
@@ -26,6 +27,25 @@ def write_diagrams(out_dir: Path, fmt: str = "mermaid") -> list[Path]:
     written = []
     for name, module in schemas.MODULES.items():
         path = out_dir / f"{name}{SUFFIX[fmt]}"
-        dj.Diagram(module.schema).save(str(path), format=fmt)
+        diagram = schema_diagram(module)
+        if fmt == "png":
+            path.write_bytes(diagram.make_png().getbuffer().tobytes())
+        else:
+            text = diagram.make_mermaid() if fmt == "mermaid" else diagram.make_svg().data
+            path.write_text(text.rstrip("\n") + "\n")  # a text file ends with a newline
         written.append(path)
     return written
+
+
+def schema_diagram(module) -> dj.Diagram:
+    """The schema's tables and the tables of other schemas they reference, each group under its schema's name.
+
+    The context is the schema modules by name, so tables are named as in
+    ``mapd shell`` (``lab.Subject``); DataJoint's default, the caller's
+    globals, would name them after whatever variable held the module.
+    """
+    diagram = dj.Diagram(module.schema, context=dict(schemas.MODULES))
+    own = set(diagram.nodes_to_show)
+    for parent in sorted({parent for table in own for parent in diagram.predecessors(table)} - own):
+        diagram = diagram + SimpleNamespace(full_table_name=parent)  # DataJoint adds anything with this name
+    return diagram

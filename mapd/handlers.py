@@ -8,9 +8,11 @@ a file's own problems become its recorded outcome.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date
 
+from . import metrics
 from .config import MapdConfig
 from .find.files import FileOnDisk
 from .find.scan import group_by_session, probe_folders
@@ -76,12 +78,14 @@ class BehaviorDays:
         outcomes, session_unit = triage(self.config, unit.h2o, unit.session_date, files, ingested, subjects)
         results = [outcome for outcome, _ in outcomes]
         if session_unit is not None:
+            started = time.perf_counter()
             parsed = self.parser.parse([f.path for f in session_unit.files])
             if self._unreadable_for_now(session_unit, parsed):
                 return  # the day is ingested whole, once every file reads cleanly
             day_outcomes, session = ingest_parsed(self.config, session_unit, parsed)
             results += [outcome for outcome, _ in day_outcomes]
             if session is not None:  # probes of this day waiting for their behavior session go now
+                metrics.ingested(KIND, time.perf_counter() - started)
                 queue.release_waiting_probes(unit.h2o, unit.session_date)
         self._finish(results, {queue.file_id(KIND, f): (unit.h2o, unit.session_date) for f in files})
 
@@ -173,7 +177,10 @@ class ProbeDays:
         for item in queue.pending_files(self.kind, unit.h2o, unit.session_date):
             folder = self._settled(item)
             if folder is not None:
-                outcome, _ = probe_outcome(folder)
+                started = time.perf_counter()
+                outcome, category = probe_outcome(folder)
+                if category == "ingested":
+                    metrics.ingested(self.kind, time.perf_counter() - started)
                 queue.record(self.kind, [outcome])
                 log_outcome(outcome)
 

@@ -33,6 +33,7 @@ class Intake:
         self.roots: list[WatchedRoot] = []
         self.watcher: Watcher | None = None
         self.unhealthy: dict[Path, str] = {}  # data path -> its health, for paths not ok
+        self.checks: list[health.PathHealth] | None = None  # the last check of every data path (None: none yet)
 
     # ---- watching ------------------------------------------------------------
 
@@ -66,7 +67,7 @@ class Intake:
 
     def check_paths(self, initial: bool = False) -> bool:
         """Check every data path; log and record changes. True if one that was down is back."""
-        checks = health.check_all(self.config)
+        checks = self.checks = health.check_all(self.config)
         changed = queue.record_path_health(checks)
         came_back = False
         for check in changed:

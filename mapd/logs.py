@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime, timezone
 from typing import TextIO
 
 import structlog
@@ -18,6 +19,16 @@ def _redact_secrets(_logger, _method, event: dict) -> dict:
     for key in event.keys() & SECRET_KEYS:
         event[key] = "***"
     return event
+
+
+def _timestamp(_logger, _method, event: dict) -> dict:
+    """ISO 8601 in UTC with its offset, to the millisecond: 2026-12-02T07:53:13.123Z (one form for every host)."""
+    event["timestamp"] = utc_iso(datetime.now(timezone.utc))
+    return event
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _ErrorsOnly(logging.Filter):
@@ -36,7 +47,7 @@ def configure(settings: LoggingConfig | None = None, stream: TextIO | None = Non
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=False),
+        _timestamp,
         _redact_secrets,
     ]
     renderer = structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer()

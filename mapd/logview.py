@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -65,12 +65,19 @@ def _ordered_keys(record: dict[str, Any]) -> list[str]:
 
 
 def _short_time(value: Any) -> str:
-    """ISO timestamps (or epoch seconds) to local 'YYYY-MM-DD HH:MM:SS'; others as they are."""
+    """ISO timestamps (or epoch seconds) to ISO 8601 in UTC, 'YYYY-MM-DDTHH:MM:SS.mmmZ'; others as they are.
+
+    A timestamp without an offset (written by an older mapd, in local time) is taken as local time.
+    """
     try:
         if isinstance(value, str):
-            return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+            moment = datetime.fromisoformat(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            moment = datetime.fromtimestamp(value, timezone.utc)
+        else:
+            return _value(value)
+        moment = moment.astimezone(timezone.utc)
+        return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds").replace("+00:00", "Z")
     except (ValueError, OverflowError, OSError):
         pass
     return value if isinstance(value, str) else _value(value)

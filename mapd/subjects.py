@@ -29,17 +29,21 @@ class SubjectEntry(BaseModel):
     username: str | None = Field(default=None, max_length=24)  # person responsible
 
 
-def add_subjects(entries: list[SubjectEntry]) -> list[SubjectEntry]:
+def add_subjects(entries: list[SubjectEntry], rows: list[int] | None = None) -> list[SubjectEntry]:
     """Enter subjects (all or none); returns those that were new. Re-entering the same subject is a no-op.
 
+    ``rows``: each entry's row in the file it came from, named by errors.
     Files waiting for these subjects are queued again at once, so a running
     daemon ingests them within seconds.
     """
     added = []
     with lab.Subject.connection.transaction:
-        for entry in entries:
-            if _check_existing(entry):
-                continue
+        for n, entry in enumerate(entries):
+            try:
+                if _check_existing(entry):
+                    continue
+            except SubjectError as error:
+                raise SubjectError(f"row {rows[n]}: {error}" if rows else str(error)) from None
             if entry.username:
                 lab.Person.insert1({"username": entry.username}, skip_duplicates=True)
             lab.Subject.insert1(
@@ -67,8 +71,11 @@ def _check_existing(entry: SubjectEntry) -> bool:
     return True
 
 
-def read_subject_file(path: Path) -> list[SubjectEntry]:
-    """Subjects from a CSV file (header row) or a YAML list of mappings; errors name the file and the row."""
+def read_subject_file(path: Path) -> list[tuple[int, SubjectEntry]]:
+    """(row, subject) from a CSV file (header row) or a YAML list of mappings; errors name the file and the row.
+
+    Rows are counted as a reader finds them: a CSV's header is row 1, a YAML list's first item row 1.
+    """
     try:
         text = path.read_text()
     except OSError as error:
@@ -89,10 +96,26 @@ def read_subject_file(path: Path) -> list[SubjectEntry]:
     entries = []
     for number, row in enumerate(rows, start=first_row):
         try:
-            entries.append(SubjectEntry.model_validate({k: v for k, v in row.items() if v is not None}))
+            entries.append((number, SubjectEntry.model_validate({k: v for k, v in row.items() if v is not None})))
         except (ValidationError, AttributeError) as error:
             raise SubjectError(f"{path}: row {number}: {_first_problem(error)}") from None
+    _check_rows_agree(path, entries)
     return entries
+
+
+def _check_rows_agree(path: Path, entries: list[tuple[int, SubjectEntry]]) -> None:
+    """Two rows giving one h2o to two subjects, or two h2os to one subject, name both rows."""
+    by_h2o: dict[str, tuple[int, SubjectEntry]] = {}
+    by_subject: dict[int, tuple[int, SubjectEntry]] = {}
+    for number, entry in entries:
+        first, earlier = by_h2o.setdefault(entry.h2o, (number, entry))
+        if earlier.subject_id != entry.subject_id:
+            raise SubjectError(f"{path}: row {number}: h2o {entry.h2o} already belongs to subject "
+                               f"{earlier.subject_id} (row {first})")
+        first, earlier = by_subject.setdefault(entry.subject_id, (number, entry))
+        if earlier.h2o != entry.h2o:
+            raise SubjectError(f"{path}: row {number}: subject {entry.subject_id} already has h2o {earlier.h2o} "
+                               f"(row {first}), not {entry.h2o}")
 
 
 def _first_problem(error: Exception) -> str:

@@ -20,6 +20,39 @@ def test_every_command_has_help(command):
     assert "usage: mapd" in result.stdout
 
 
+def _subcommands(parser, path=()):
+    """Every (command words, parser) below ``parser``."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _subcommands(sub, (*path, name))
+
+
+def test_every_subcommand_has_a_one_line_description_and_documents_every_argument():
+    import argparse
+
+    from mapd.cli import _build_parser
+
+    commands = dict(_subcommands(_build_parser()))
+    assert {" ".join(words) for words in commands} >= {" ".join(c) for c in COMMANDS if c}
+    for words, parser in commands.items():
+        first = (parser.description or "").split(". ")[0]
+        assert first and "\n" not in first and len(first) < 110, words
+        for action in parser._actions:
+            if action.dest != "help" and not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"mapd {' '.join(words)}: {action.dest} has no help"
+
+
+def test_a_command_group_alone_prints_its_own_help():
+    result = run_mapd("subject")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: mapd subject [-h] COMMAND")
+    assert "add       enter one subject" in result.stderr and "import" in result.stderr
+
+
 def test_invalid_config_is_a_clear_error_without_traceback(tmp_path):
     config = tmp_path / "mapd.yaml"
     config.write_text("session_user: a\nrig_data_paths: [{rig: R, path: /x, colour: red}]\n")
@@ -40,7 +73,7 @@ def test_quick_start_on_the_bundled_data(tmp_path, db):
 
     imported = run_mapd("subject", "import", str(tmp_path / "test_data" / "subjects.csv"), config=config)
     assert imported.returncode == 0, imported.stderr
-    assert "1 subjects entered" in imported.stdout
+    assert "1 subject entered, 0 already entered" in imported.stdout
 
     rescan = run_mapd("rescan", config=config)
     assert rescan.returncode == 0, rescan.stderr
@@ -61,7 +94,11 @@ def test_quick_start_on_the_bundled_data(tmp_path, db):
     assert erd.returncode == 0, erd.stderr
     diagrams = sorted(p.name for p in (tmp_path / "erd").iterdir())
     assert diagrams == ["ccf.mmd", "ephys.mmd", "experiment.mmd", "ingest.mmd", "lab.mmd", "publication.mmd"]
-    assert "SessionTrial" in (tmp_path / "erd" / "experiment.mmd").read_text()
+    experiment_erd = (tmp_path / "erd" / "experiment.mmd").read_text()
+    assert "experiment_SessionTrial([SessionTrial])" in experiment_erd and "module" not in experiment_erd
+    assert 'subgraph map_lab["lab"]' in experiment_erd  # the tables of lab it depends on, grouped apart
+    assert "lab_Subject --> experiment_Session" in experiment_erd
+    assert all(p.read_text().endswith("\n") for p in (tmp_path / "erd").iterdir())
 
 
 def test_rescan_exit_status_and_summary_with_a_bad_file(tmp_path, db, write_config, rig_root):
@@ -97,7 +134,11 @@ def test_user_errors_exit_2(tmp_path, db, write_config, rig_root):
     bad_csv.write_text("subject_id,h2o,sex\n12,dl7,X\n")
     imported = run_mapd("subject", "import", str(bad_csv), config=config)
     assert imported.returncode == 2 and f"{bad_csv}: row 2: sex" in imported.stderr
-    for result in (conflict, unknown_rig, outside, imported):
+    bad_csv.write_text("subject_id,h2o\n12,dl7\n13,dl25\n")  # dl25 is subject 1's
+    taken = run_mapd("subject", "import", str(bad_csv), config=config)
+    assert taken.returncode == 2
+    assert taken.stderr == f"mapd: {bad_csv}: row 3: h2o dl25 already belongs to subject 1\n"
+    for result in (conflict, unknown_rig, outside, imported, taken):
         assert "Traceback" not in result.stderr
 
 
@@ -114,3 +155,44 @@ def test_unreachable_database_exit_3_and_no_password_shown(tmp_path, monkeypatch
     assert "cannot connect to postgresql database mapd@127.0.0.1:9" in result.stderr
     assert "very-secret-pw-123" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_subject_file_rows_that_disagree_name_both_rows(tmp_path):
+    from mapd.subjects import SubjectError, read_subject_file
+
+    csv = tmp_path / "subjects.csv"
+    csv.write_text("subject_id,h2o\n1,aa0\n1,aa0\n2,aa1\n")
+    assert [(row, entry.subject_id) for row, entry in read_subject_file(csv)] == [(2, 1), (3, 1), (4, 2)]
+    csv.write_text("subject_id,h2o\n1,aa1\n2,aa1\n")
+    with pytest.raises(SubjectError) as error:
+        read_subject_file(csv)
+    assert str(error.value) == f"{csv}: row 3: h2o aa1 already belongs to subject 1 (row 2)"
+    yaml_file = tmp_path / "subjects.yaml"
+    yaml_file.write_text("- {subject_id: 1, h2o: aa1}\n- {subject_id: 1, h2o: aa2}\n")
+    with pytest.raises(SubjectError) as error:
+        read_subject_file(yaml_file)
+    assert str(error.value) == f"{yaml_file}: row 2: subject 1 already has h2o aa1 (row 1), not aa2"
+
+
+def test_status_wording_each_waiting_reason_once_and_never_ingested(capsys):
+    from mapd.cli import _print_status
+    from mapd.queue.status import FileProblem, RigActivity, StatusReport
+
+    reason = "no subject with water_restriction_number dl9; enter it with `mapd subject add`"
+    waiting = [FileProblem(f"id{n}", f"/rigs/dl9/s/dl9_tw_2018050{n}_100000.mat", "RRig", "waiting", reason,
+                           "2026-12-01 10:00:00", 1, 90.0) for n in (1, 2)]
+    changed = FileProblem("id3", "/rigs/dl7/s/f.mat", "RRig", "changed", "content differs from the ingested file",
+                          "2026-12-01 10:00:00", 1, 5.0)
+    report = StatusReport(local_daemon=None, paths=[], files={"waiting": 2, "changed": 1},
+                          rigs=[RigActivity("RRig", "dl9/s/dl9_tw_20180502_100000.mat", "2026-12-01 10:00:00",
+                                            None, None)],
+                          oldest_waiting=waiting[0], waiting=waiting, changed=[changed])
+    _print_status(report)
+    out = capsys.readouterr().out
+    assert "last ingest: never" in out and "at never" not in out
+    assert out.count(reason) == 1
+    assert ("waiting (showing 2 of 2):\n"
+            f"  {reason}:\n"
+            "    /rigs/dl9/s/dl9_tw_20180501_100000.mat (for 1.5 min)  [id1]\n"
+            "    /rigs/dl9/s/dl9_tw_20180502_100000.mat (for 1.5 min)  [id2]\n") in out
+    assert "changed after ingest (showing 1 of 1):\n  /rigs/dl7/s/f.mat: content differs from the ingested file" in out

@@ -48,6 +48,10 @@ def test_valid_file_resolves_relative_paths_against_its_directory(tmp_path):
          "unknown key"),
         ("session_user: a\nrig_data_paths:\n  - {rig: A, path: /x}\n  - {rig: B, path: /x}\n", "rig_data_paths",
          "listed twice"),
+        (GOOD + "metrics: {listen: 9464}\n", "metrics.listen", "Input should be a valid string"),
+        (GOOD + "metrics: {listen: localhost}\n", "metrics.listen", "expected host:port, e.g. 127.0.0.1:9464"),
+        (GOOD + "metrics: {listen: ':9464'}\n", "metrics.listen", "expected host:port"),
+        (GOOD + "metrics: {listen: '127.0.0.1:99999'}\n", "metrics.listen", "expected host:port"),
     ],
 )
 def test_errors_name_the_file_the_key_and_the_problem(tmp_path, text, key, problem):
@@ -99,3 +103,10 @@ def test_password_from_file_or_environment_and_never_shown(tmp_path, monkeypatch
     secret.unlink()
     with pytest.raises(ConfigError, match="database.password_file: cannot read"):
         load_config(path)
+
+
+def test_metrics_are_off_by_default_and_listen_is_host_and_port(tmp_path):
+    assert load_config(write(tmp_path, GOOD)).metrics.address is None
+    assert load_config(write(tmp_path, GOOD + "metrics: {listen: '127.0.0.1:9464'}\n")).metrics.address == (
+        "127.0.0.1", 9464)
+    assert load_config(write(tmp_path, GOOD + "metrics: {listen: '[::1]:9464'}\n")).metrics.address == ("::1", 9464)

@@ -102,4 +102,4 @@ def test_rescan_takes_probes_and_reports_changes_and_bad_folders(setup, tmp_path
     assert len(ephys.ProbeInsertion()) == 1
 
     retried = run_mapd("retry", "--all", config=config)
-    assert "1 failed file(s) queued again" in retried.stdout
+    assert "1 failed file queued again" in retried.stdout

@@ -46,7 +46,7 @@ def test_odd_names_fifos_and_copies_never_stop_the_daemon(setup, daemons, tmp_pa
     # Retrying a file whose name gives no day used to kill the daemon (a claim with a null date).
     before = (ingest.SourceFile & {"state": "failed"}).to_dicts()[0]["updated_time"]
     retried = run_mapd("retry", "--all", config=config)
-    assert retried.returncode == 0 and "1 failed file(s) queued again" in retried.stdout
+    assert retried.returncode == 0 and "1 failed file queued again" in retried.stdout
     wait_for(lambda: states() == ["failed", "ignored", "ingested", "skipped"] and
              (ingest.SourceFile & {"state": "failed"}).to_dicts()[0]["updated_time"] > before, what="failed again",
              daemon=daemon)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -223,15 +224,53 @@ def test_two_concurrent_rescans_ingest_each_session_once(config, rig_root, write
     assert len(ingest.BehaviorIngest.BehaviorFile()) == 6
 
 
-def test_rescan_leaves_a_file_being_written_for_later(db, load, rig_root):
+def test_rescan_waits_for_a_file_being_written_then_ingests_it(db, load, rig_root):
+    config = load({"RRig": rig_root}, daemon={"settle_seconds": 1.5})
+    open_database(config)
+    add_subjects([SubjectEntry(subject_id=1001, h2o="dl7")])
+    generated = write(rig_root, DAY)  # written just now: a rig may still be writing it
+    waits = []
+    started = time.monotonic()
+    summary = rescan(config, on_wait=lambda files, seconds: waits.append((files, seconds)))
+    assert summary.files == {"ingested": 1} and summary.ok
+    assert time.monotonic() - started >= 1.5
+    assert len(waits) == 1 and waits[0][0] == 1 and 1.0 < waits[0][1] <= 1.6
+    assert len(sessions()) == 1
+    assert (ingest.SourceFile & {"state": "ingested"}).to_dicts()[0]["file_mtime"] == generated.path.stat().st_mtime
+
+
+def test_rescan_no_wait_leaves_a_file_being_written_for_later(db, load, rig_root):
     config = load({"RRig": rig_root}, daemon={"settle_seconds": 30})
     open_database(config)
     add_subjects([SubjectEntry(subject_id=1001, h2o="dl7")])
     generated = write(rig_root, DAY)  # written just now: a rig may still be writing it
-    summary = rescan(config)
+    summary = rescan(config, wait=False)
     assert summary.files == {"skipped": 1} and summary.ok
     assert "still being written" in summary.problems[0].reason
     assert sessions() == [] and (ingest.SourceFile & {"state": "pending"})
     past = generated.path.stat().st_mtime - 60
     os.utime(generated.path, (past, past))
     assert rescan(config).files == {"ingested": 1}
+
+
+def test_rescan_gives_up_waiting_on_a_file_that_keeps_changing(tmp_path):
+    from mapd.backfill import _Settling
+    from mapd.find.files import FileOnDisk
+    from mapd.queue.policy import Policy
+
+    path = tmp_path / "live.mat"
+    path.write_bytes(b"x")
+
+    def scan():  # a rig appending a trial before every look
+        with path.open("ab") as out:
+            out.write(b"trial")
+        stat = path.stat()
+        return [FileOnDisk(path, tmp_path, "RRig", stat.st_size, stat.st_mtime)]
+
+    waits = []
+    waiter = _Settling(Policy(0.2, 1, 1, 1), True, lambda files, seconds: waits.append(seconds))
+    waiter.limit = 1.0  # the real one is at least a minute
+    started = time.monotonic()
+    files, writing = waiter.look(scan, lambda found: found)
+    assert writing == {path} and files[0].size == path.stat().st_size
+    assert 1.0 <= time.monotonic() - started < 3 and len(waits) >= 4

@@ -12,13 +12,14 @@ import textwrap
 import threading
 import time
 import tracemalloc
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from mapd.logview import BLOCK, LogViewError, render, show
 
-TIMESTAMP = "2026-11-24T05:50:17.653958"
+TIMESTAMP = "2026-11-24T05:50:17.653Z"  # as mapd writes it: UTC, milliseconds
 SESSION_INGESTED = {
     "h2o": "dl25",
     "session_date": "2018-02-25",
@@ -41,7 +42,7 @@ def event(n: int, **fields: object) -> str:
 
 
 def shown(n: int) -> str:
-    return f"2026-11-24 05:50:17 info     event {n}  n={n}"
+    return f"2026-11-24T05:50:17.653Z info     event {n}  n={n}"
 
 
 def append(path: Path, *lines: str, end: str = "\n") -> None:
@@ -54,7 +55,7 @@ def append(path: Path, *lines: str, end: str = "\n") -> None:
 
 def test_render_session_ingested() -> None:
     assert render(json.dumps(SESSION_INGESTED) + "\n") == (
-        "2026-11-24 05:50:17 info     session ingested  "
+        "2026-11-24T05:50:17.653Z info     session ingested  "
         "rig=RRig h2o=dl25 session_date=2018-02-25 subject_id=407513 session=1 "
         "trials=11 rows=177 duration=0.011 files=dl25_tw2_20180225_102508.mat"
     )
@@ -62,7 +63,7 @@ def test_render_session_ingested() -> None:
 
 def test_render_file_failed_quotes_values_with_spaces() -> None:
     line = {"file": "/mnt/rigs/x.mat", "rig": "RRig", "reason": "not a MAT-file", "event": "file failed", "level": "error", "timestamp": TIMESTAMP}
-    assert render(json.dumps(line)) == "2026-11-24 05:50:17 error    file failed  file=/mnt/rigs/x.mat rig=RRig reason='not a MAT-file'"
+    assert render(json.dumps(line)) == "2026-11-24T05:50:17.653Z error    file failed  file=/mnt/rigs/x.mat rig=RRig reason='not a MAT-file'"
 
 
 def test_render_known_keys_first_then_the_rest_sorted() -> None:
@@ -93,7 +94,35 @@ def test_render_values() -> None:
 def test_render_unicode() -> None:
     line = {"event": "übertragen", "h2o": "mäus", "note": "日本 語", "level": "warning", "timestamp": "2026-01-02T03:04:05+01:00"}
     for text in (json.dumps(line), json.dumps(line, ensure_ascii=False)):
-        assert render(text) == "2026-01-02 03:04:05 warning  übertragen  h2o=mäus note='日本 語'"
+        assert render(text) == "2026-01-02T02:04:05Z warning  übertragen  h2o=mäus note='日本 語'"  # in UTC
+
+
+def test_render_old_timestamps_without_offset_as_local_time_in_utc(monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # UTC+1 in November
+    time.tzset()
+    try:
+        assert render(json.dumps({"timestamp": "2026-11-24T05:50:17.653958", "event": "e"})) == (
+            "2026-11-24T04:50:17.653Z e")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_mapd_writes_utc_timestamps_in_json_and_readable_lines() -> None:
+    from mapd import logs
+
+    before = time.time()
+    for console in (False, True):
+        stream = io.StringIO()
+        logs.configure(stream=stream, console=console)
+        try:
+            logs.get_logger("test").info("hello", rig="RRig")
+        finally:
+            logs.configure()  # as the test session had it
+        line = stream.getvalue()
+        stamp = json.loads(line)["timestamp"] if not console else line.split()[0]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), line
+        assert abs(datetime.fromisoformat(stamp).timestamp() - before) < 60
 
 
 @pytest.mark.parametrize(
@@ -104,7 +133,7 @@ def test_render_unicode() -> None:
         ({"level": "info"}, "info"),
         ({"rig": "RRig"}, "rig=RRig"),
         ({"timestamp": "yesterday", "event": "e"}, "yesterday e"),
-        ({"timestamp": 0.0, "event": "e"}, f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(0))} e"),
+        ({"timestamp": 0.0, "event": "e"}, "1970-01-01T00:00:00Z e"),
         ({"timestamp": None, "level": None, "event": None}, "null null     null"),
         ({"timestamp": 1e300, "level": ["x"], "event": {"a": 1}}, '1e+300 x        {"a":1}'),
         ({"event": "two\nlines", "level": "info"}, "info     two\\nlines"),
@@ -438,5 +467,5 @@ def test_follow_mapds_own_log_file_across_rotation(tmp_path: Path, follow) -> No
     lines = follower.close()
     assert len(lines) == 6
     for n, line in enumerate(lines):
-        assert re.fullmatch(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d info     event {n}  n={n}", line), line
+        assert re.fullmatch(rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z info     event {n}  n={n}", line), line
     assert (tmp_path / "mapd.log.1").exists()

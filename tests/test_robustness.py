@@ -101,7 +101,7 @@ def test_touch_is_not_a_change_but_new_bytes_are(rigs):
     changed = run_mapd("rescan", config=config)
     assert "  changed                   1" in changed.stdout, changed.stdout
     assert changed.returncode == 0  # reported, not a failure
-    assert "content changed after ingest" in rows("changed")[0]["reason"]
+    assert "content differs from the ingested file" in rows("changed")[0]["reason"]
     assert len(experiment.SessionTrial()) == 11  # not ingested again
 
 

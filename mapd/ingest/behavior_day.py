@@ -95,7 +95,9 @@ def _compare_with_ingested(file: FileOnDisk, record: IngestedFile) -> tuple[File
             return FileOutcome(file, FileState.INGESTED, sha256=sha256), "already ingested"
         log.warning("file changed after ingest; not ingested again", file=str(file.path), rig=file.rig,
                     size=file.size)
-        reason = f"content changed after ingest (now {file.size} bytes, sha256 {sha256[:12]}); not ingested again"
+        # Shown under "changed after ingest" (status) or after "changed:" (rescan): not said again here.
+        reason = f"content differs from the ingested file (now {file.size} bytes, sha256 {sha256[:12]}); " \
+                 "not ingested again"
         return FileOutcome(file, FileState.CHANGED, reason, sha256=sha256), "changed"
     if same:
         return FileOutcome(file, FileState.SKIPPED, f"same file as {record.rig}: {record.subpath}",

@@ -65,7 +65,7 @@ def _compare_with_ingested(found: FileOnDisk, folder: ProbeFolder) -> tuple[File
         return FileOutcome(found, FileState.INGESTED), "already ingested"
     differing = sorted(name for name in before.keys() | now.keys() if before.get(name) != now.get(name))
     log.warning("probe folder changed after ingest; not ingested again", folder=str(found.path), files=differing)
-    return FileOutcome(found, FileState.CHANGED, f"changed after ingest: {', '.join(differing)}; "
+    return FileOutcome(found, FileState.CHANGED, f"files differ from the ingested ones: {', '.join(differing)}; "
                                                  "not ingested again"), "changed"
 
 

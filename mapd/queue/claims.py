@@ -15,10 +15,9 @@ from datetime import date, timedelta
 import datajoint as dj
 
 from ..database import pid_alive
+from ..liveness import STALE_HEARTBEATS
 from ..schemas import ingest
 from .files import HOST, now_ms
-
-STALE_HEARTBEATS = 3  # a daemon silent for this many heartbeat intervals is dead
 
 
 @dataclass(frozen=True)

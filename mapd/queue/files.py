@@ -11,6 +11,7 @@ from pathlib import Path
 
 import datajoint as dj
 
+from .. import metrics
 from ..find.files import FileOnDisk, ScanProblem
 from ..find.health import PathHealth
 from ..logs import get_logger
@@ -154,6 +155,13 @@ def state_counts() -> dict[str, dict[str, int]]:
     return counts
 
 
+def oldest_waiting_seconds() -> dict[str, float]:
+    """Kind -> age of its oldest waiting unit (kinds with none waiting are left out)."""
+    rows = dj.U("kind").aggr(ingest.SourceFile & {"state": FileState.WAITING.value}, oldest="min(found_time)")
+    now = now_ms()
+    return {row["kind"]: (now - row["oldest"]).total_seconds() for row in rows.to_dicts()}
+
+
 # ---- the daemon's queue -------------------------------------------------
 
 
@@ -263,6 +271,8 @@ def postpone(kind: str, file: FileOnDisk, delay_seconds: float, reason: str = ""
     if attempt and row:
         update["attempts"] = int(row[0]["attempts"]) + 1
     ingest.SourceFile.update1(update)
+    if attempt:
+        metrics.retried(kind)
 
 
 def pending_count(h2os: list[str]) -> int:
