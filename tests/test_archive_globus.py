@@ -30,6 +30,7 @@ from bench.globus_calls import (
 )
 from mapd.archive.globus import GlobusTransport, task_status, token_path
 from mapd.archive.commands import add_globus_commands
+from mapd.cli import _command
 from mapd.archive.globus_login import LoginError, login
 from mapd.archive.transport import ArchiveItem, Batch, TransportError
 from mapd.config import GlobusArchiveConfig
@@ -510,7 +511,7 @@ def test_login_without_a_code_or_a_client_id_says_so(api, tmp_path, data):
 
 def test_globus_login_command_is_registered_with_help(capsys):
     parser = argparse.ArgumentParser(prog="mapd")
-    add_globus_commands(parser.add_subparsers())
+    add_globus_commands(parser.add_subparsers(), _command)
     args = parser.parse_args(["globus", "login"])
     assert args.handler.__name__ == "_login_command"
     with pytest.raises(SystemExit):
@@ -530,7 +531,7 @@ def write_config(tmp_path: Path, data: Path, **globus) -> Path:
 def command(path: Path):
     parser = argparse.ArgumentParser(prog="mapd")
     parser.add_argument("--config")
-    add_globus_commands(parser.add_subparsers())
+    add_globus_commands(parser.add_subparsers(), _command)
     args = parser.parse_args(["--config", str(path), "globus", "login"])
     return lambda: args.handler(args)
 

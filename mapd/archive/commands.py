@@ -14,27 +14,29 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def add_commands(commands, date_type) -> None:
-    archive = commands.add_parser(
-        "archive", help="archive the raw files of every ingested session now (the service does it by itself)",
-        description="Stage, transfer and verify the raw files (archive.files) of every ingested session and probe "
-        "not yet archived, with the configured archive.transport. Refused while a `mapd run` is alive on the "
-        "database: the service archives by itself. Exit status 0 when no batch failed.")
+    from ..cli import _command  # the mapd parser's own way of making a subcommand
+
+    archive = _command(
+        commands, "archive", "archive the raw files of every ingested session now (the service does it by itself)",
+        "Stages, transfers and verifies the raw files (archive.files) of every ingested session and probe not yet "
+        "archived, with the configured archive.transport. Refused while a `mapd run` is alive on the database. "
+        "Exit status 0 when no batch failed.")
     archive.set_defaults(handler=_archive)
 
-    cleanup = commands.add_parser(
-        "cleanup", help="delete archived and verified source files whose grace period is over",
-        description="Delete each source file that is archived and verified, past cleanup.grace_seconds, unchanged "
-        "(size, mtime, sha256 read again) and inside a cleanup.roots entry; every other file stays, with the "
-        "reason. Needs cleanup.enabled, except with --dry-run. Refused while a `mapd run` is alive.")
+    cleanup = _command(
+        commands, "cleanup", "delete archived and verified source files whose grace period is over",
+        "Deletes each source file that is archived and verified, past cleanup.grace_seconds, unchanged (size, "
+        "mtime, sha256 read again) and inside a cleanup.roots entry; every other file stays, with the reason. "
+        "Needs cleanup.enabled, except with --dry-run. Refused while a `mapd run` is alive.")
     cleanup.add_argument("--dry-run", action="store_true",
                          help="only list what would go and why each other file stays (works with cleanup off)")
     cleanup.set_defaults(handler=_cleanup)
 
-    retrieve = commands.add_parser(
-        "retrieve", help="bring archived raw files back, verified, in the archive layout",
-        description="Copy archived files of the selected sessions to DIR as {h2o}/{YYYY-MM-DD}/{kind}/{path}, each "
-        "verified by sha256. A file already there with the same content is kept; a different one is never "
-        "overwritten (the file is reported and the command exits 1).")
+    retrieve = _command(
+        commands, "retrieve", "bring archived raw files back, verified, in the archive layout",
+        "Copies archived files of the selected sessions to DIR as {h2o}/{YYYY-MM-DD}/{kind}/{path}, each verified "
+        "by sha256. A file already there with the same content is kept; a different one is never overwritten "
+        "(the file is reported and the command exits 1).")
     retrieve.add_argument("--to", type=Path, required=True, metavar="DIR", help="where to put the files")
     retrieve.add_argument("--subject-id", type=int, metavar="N", help="only this subject")
     retrieve.add_argument("--h2o", metavar="H2O", help="only this water-restriction number")
@@ -42,7 +44,7 @@ def add_commands(commands, date_type) -> None:
     retrieve.add_argument("--until", type=date_type, metavar="YYYY-MM-DD", help="only sessions on or before this date")
     retrieve.add_argument("--kind", choices=("behavior", "ephys_raw", "video"), help="only files of this kind")
     retrieve.set_defaults(handler=_retrieve)
-    add_globus_commands(commands)
+    add_globus_commands(commands, _command)
 
 
 def _session(args):
@@ -132,21 +134,17 @@ def _retrieve(args) -> int:
     return EXIT_OK
 
 
-def add_globus_commands(subparsers) -> None:
-    """Register ``mapd globus login`` on the ``mapd`` command's subparsers."""
-    globus = subparsers.add_parser(
-        "globus", help="the Globus archive transport: sign in",
-        description="Commands for archive.transport: globus.",
-    )
+def add_globus_commands(subparsers, make_command) -> None:
+    """Register ``mapd globus login`` on the ``mapd`` command's subparsers (``make_command``: cli's ``_command``)."""
+    globus = make_command(subparsers, "globus", "the Globus archive transport: sign in",
+                          "Commands for archive.transport: globus.")
     commands = globus.add_subparsers(title="globus commands", metavar="COMMAND", dest="globus_command")
-    commands.required = True
-    command = commands.add_parser(
-        "login", help="sign in to Globus so the daemon can archive with your account",
-        description="Sign in to Globus with the native app archive.globus.login_client_id: open the printed "
-        "link, allow access, paste the code. The tokens (refreshable, readable by this user only) are stored "
-        "in state_dir/globus-tokens.json and used by the daemon. Not needed with a confidential client "
-        "(archive.globus.client_id and its secret). Run it again to renew consent (e.g. after adding a "
-        "collection to archive.globus.data_access_collections).",
+    command = make_command(
+        commands, "login", "sign in to Globus so the daemon can archive with your account",
+        "Uses the native app archive.globus.login_client_id: open the printed link, allow access, paste the code. "
+        "The tokens (refreshable, readable by this user only) are stored in state_dir/globus-tokens.json and "
+        "used by the daemon. Not needed with a confidential client (archive.globus.client_id and its secret). "
+        "Run it again to renew consent (e.g. after adding a collection to archive.globus.data_access_collections).",
     )
     command.set_defaults(handler=_login_command)
 
