@@ -140,6 +140,19 @@ def _build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path)
     imp.set_defaults(handler=_subject_import)
 
+    export = commands.add_parser("export", help="write ingested sessions in other formats")
+    export_commands = export.add_subparsers(title="export commands", metavar="FORMAT")
+    nwb = export_commands.add_parser(
+        "nwb", help="one NWB file per session (DANDI layout: sub-ID/sub-ID_ses-DATE_behavior[+ecephys].nwb)")
+    _add_export_arguments(nwb)
+    nwb.add_argument("--overwrite", action="store_true", help="replace NWB files that exist (default: keep them)")
+    nwb.set_defaults(handler=_export_nwb)
+
+    report = commands.add_parser(
+        "report", help="figures per session (performance, licks, units, raster + PSTH) and an index.html")
+    _add_export_arguments(report)
+    report.set_defaults(handler=_report)
+
     shell = commands.add_parser("shell", help="Python with dj and the MAP schema modules connected")
     shell.add_argument("-c", dest="code", metavar="CODE", help="run CODE and exit, like python -c")
     shell.set_defaults(handler=_shell)
@@ -150,6 +163,14 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="mermaid (default; no extra software) or svg/png (need Graphviz)")
     erd.set_defaults(handler=_erd)
     return parser
+
+
+def _add_export_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write below")
+    command.add_argument("--subject-id", type=int, metavar="N", help="only this subject's sessions")
+    command.add_argument("--h2o", metavar="H2O", help="only the sessions of this water-restriction number")
+    command.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="only sessions on or after this date")
+    command.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="only sessions on or before this date")
 
 
 def _date(text: str) -> date:
@@ -411,6 +432,35 @@ def _hint_waiting(h2os: list[str]) -> None:
     if queued:
         print(f"{queued} file(s) of these subjects are queued: a running `mapd run` ingests them now, "
               "or run `mapd rescan`")
+
+
+def _export_nwb(args) -> int:
+    return _export(args, "nwb", overwrite=args.overwrite)
+
+
+def _report(args) -> int:
+    return _export(args, "reports", overwrite=True)
+
+
+def _export(args, target: str, overwrite: bool) -> int:
+    """Export each selected session; one session's failure is reported and the others go on."""
+    from .export.batch import export_session
+    from .export.session import SessionSelection, select_sessions
+
+    config = _load(args)
+    _open(config)
+    selection = SessionSelection(args.subject_id, args.h2o, args.since, args.until)
+    keys = select_sessions(selection)
+    if not keys:
+        raise UsageError("no ingested session matches the selection")
+    states = {"written": 0, "exists": 0, "failed": 0}
+    for key in keys:
+        outcome = export_session(key, target, args.out, config.timezone, overwrite=overwrite)
+        where = outcome.path if outcome.path else outcome.reason
+        print(f"{printable(outcome.label)}: {outcome.state}: {printable(str(where))}")
+        states[outcome.state] += 1
+    print(f"{len(keys)} sessions: " + ", ".join(f"{state} {count}" for state, count in states.items()))
+    return EXIT_FAILED if states["failed"] else EXIT_OK
 
 
 def _shell(args) -> int:

@@ -198,3 +198,30 @@ def test_selection_by_subject_h2o_and_dates(config, rig_root):
     assert dates(SessionSelection(subject_id=1002)) == [2]
     assert dates(SessionSelection(since=date(2018, 3, 2))) == [3, 2]
     assert dates(SessionSelection(h2o=H2O, until=date(2018, 3, 2))) == [1]
+
+
+def test_the_commands_export_each_session_and_one_failure_stops_no_other(config, rig_root, tmp_path):
+    add_subjects([SubjectEntry(subject_id=SUBJECT, h2o=H2O, dob=date(2017, 11, 2)),
+                  SubjectEntry(subject_id=1002, h2o="dl8", dob=date(2017, 11, 2))])
+    for h2o, day in ((H2O, 1), (H2O, 3), ("dl8", 2)):
+        start = START.replace(day=day)
+        bpodgen.write_session(bpodgen.session_path(rig_root, h2o, "tw", start), h2o=h2o, start=start, n_trials=8)
+    assert rescan(config).files["ingested"] == 3
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub-1002").write_text("not a directory")  # dl8's session cannot be written
+    result = run_mapd("export", "nwb", "--out", str(out), config=config.source)
+    assert result.returncode == 1, result.stderr
+    assert "dl8 2018-03-02: failed: " in result.stdout and "sub-1002" in result.stdout
+    assert "3 sessions: written 2, exists 0, failed 1" in result.stdout
+    assert sorted(p.name for p in (out / f"sub-{SUBJECT}").iterdir()) == [
+        f"sub-{SUBJECT}_ses-20180301_behavior.nwb", f"sub-{SUBJECT}_ses-20180303_behavior.nwb"]
+    again = run_mapd("export", "nwb", "--out", str(out), "--h2o", H2O, "--until", "2018-03-01", config=config.source)
+    assert again.returncode == 0 and "1 sessions: written 0, exists 1, failed 0" in again.stdout
+    report = run_mapd("report", "--out", str(tmp_path / "reports"), "--subject-id", "1002", config=config.source)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "reports" / "sub-1002" / "ses-20180302" / "performance.png").is_file()
+    none = run_mapd("report", "--out", str(tmp_path), "--since", "2019-01-01", config=config.source)
+    assert none.returncode == 2 and none.stderr.strip() == "mapd: no ingested session matches the selection"
+    bad = run_mapd("export", "nwb", "--out", str(tmp_path), "--since", "March", config=config.source)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
