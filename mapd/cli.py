@@ -385,6 +385,14 @@ def _print_status(report) -> None:
             for problem in problems:
                 age = f" (for {_age(problem.age_seconds)})" if problem.state == "waiting" else ""
                 print(f"  {printable(problem.path)}: {printable(problem.reason)}{age}  [{problem.file_id}]")
+    for target, states in report.exports.items():
+        print(f"exports {target}: " + ", ".join(f"{state} {count}" for state, count in sorted(states.items())))
+    if report.export_failures:
+        total = sum(states.get("failed", 0) for states in report.exports.values())
+        print(f"exports failed (showing {len(report.export_failures)} of {total}):")
+        for failure in report.export_failures:
+            print(f"  {failure.target} {printable(failure.session)} (subject {failure.subject_id}) at {failure.time}: "
+                  f"{printable(failure.reason)}")
 
 
 def _age(seconds: float) -> str:

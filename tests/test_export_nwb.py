@@ -225,3 +225,16 @@ def test_the_commands_export_each_session_and_one_failure_stops_no_other(config,
     assert none.returncode == 2 and none.stderr.strip() == "mapd: no ingested session matches the selection"
     bad = run_mapd("export", "nwb", "--out", str(tmp_path), "--since", "March", config=config.source)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_timezone_and_export_configuration(write_config):
+    from mapd.config import ConfigError, load_config
+
+    loaded = load_config(write_config(timezone="Europe/Lisbon", export={"nwb": "nwb", "reports": "/srv/reports"}))
+    assert loaded.timezone == "Europe/Lisbon"
+    assert loaded.export.targets == {"nwb": loaded.source.parent / "nwb", "reports": Path("/srv/reports")}
+    assert load_config(write_config()).export.targets == {}  # off by default
+    with pytest.raises(ConfigError, match="timezone: .*unknown time zone 'Mars/Olympus'"):
+        load_config(write_config(timezone="Mars/Olympus"))
+    with pytest.raises(ConfigError, match="export.videos: unknown key"):
+        load_config(write_config(export={"videos": "v"}))
