@@ -238,3 +238,20 @@ def test_timezone_and_export_configuration(write_config):
         load_config(write_config(timezone="Mars/Olympus"))
     with pytest.raises(ConfigError, match="export.videos: unknown key"):
         load_config(write_config(export={"videos": "v"}))
+
+
+def test_blobs_are_decoded_as_datajoint_decodes_them():
+    from datajoint import blob
+
+    from mapd.export.session import _decode_float_blobs
+
+    arrays = [np.arange(5, dtype=np.float64) / 7, np.array([]), np.array([-1.5]), np.linspace(0, 1, 3000)]
+    plain = [blob.pack(a, compress=False) for a in arrays]  # as the probe ingest writes them (COPY)
+    values, lengths = _decode_float_blobs(plain)
+    assert lengths.tolist() == [5, 0, 1, 3000]
+    np.testing.assert_array_equal(values, np.concatenate(arrays))
+    mixed = plain[:2] + [blob.pack(a) for a in arrays[2:]]  # DataJoint's insert compresses large blobs
+    values, lengths = _decode_float_blobs(mixed)
+    assert lengths.tolist() == [5, 0, 1, 3000]
+    np.testing.assert_array_equal(values, np.concatenate(arrays))
+    assert [a.size for a in (_decode_float_blobs([]))] == [0, 0]

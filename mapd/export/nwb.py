@@ -22,8 +22,10 @@ import numpy as np
 from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.device import Device, DeviceModel
+from pynwb.ecephys import ElectrodeGroup
+from pynwb.epoch import TimeIntervals
 from pynwb.event import EventsTable, TimestampVectorData
-from pynwb.file import Subject
+from pynwb.file import ElectrodesTable, Subject
 from pynwb.misc import Units
 
 from .session import ProbeData, SessionData
@@ -87,7 +89,8 @@ def build_nwbfile(data: SessionData, zone: tzinfo | None = None) -> NWBFile:
     _add_trials(nwbfile, data)
     _add_licks(nwbfile, data)
     if data.probes:
-        _add_units(nwbfile, data.probes, [_add_probe(nwbfile, probe) for probe in data.probes])
+        groups = [_add_probe(nwbfile, probe) for probe in data.probes]
+        _add_units(nwbfile, data.probes, _add_electrodes(nwbfile, data.probes, groups))
     return nwbfile
 
 
@@ -121,15 +124,18 @@ TRIAL_COLUMNS = (  # (NWB column, Trials attribute, description)
 
 
 def _add_trials(nwbfile: NWBFile, data: SessionData) -> None:
+    """The trials table, its columns built whole from the arrays (no row-by-row append)."""
     trials = data.trials
     if not len(trials):
         return
-    for name, _, description in TRIAL_COLUMNS:
-        nwbfile.add_trial_column(name=name, description=description)
-    values = [(name, getattr(trials, attribute)) for name, attribute, _ in TRIAL_COLUMNS]
-    for i in range(len(trials)):
-        nwbfile.add_trial(start_time=float(trials.start[i]), stop_time=float(trials.stop[i]),
-                          **{name: column[i].item() for name, column in values})
+    columns = [VectorData(name="start_time", description="(s) start of the trial", data=trials.start),
+               VectorData(name="stop_time", description="(s) end of the trial", data=trials.stop)]
+    for name, attribute, description in TRIAL_COLUMNS:
+        values = getattr(trials, attribute)
+        columns.append(VectorData(name=name, description=description,
+                                  data=values.tolist() if values.dtype.kind == "U" else values))
+    nwbfile.trials = TimeIntervals(name="trials", description="the session's Bpod trials (those ingested)",
+                                   columns=columns, id=np.arange(len(trials)))
 
 
 def _add_licks(nwbfile: NWBFile, data: SessionData) -> None:
@@ -150,33 +156,50 @@ def _add_licks(nwbfile: NWBFile, data: SessionData) -> None:
 # --------------------------------------------------------------------------
 
 
-def _add_probe(nwbfile: NWBFile, probe: ProbeData) -> dict[int, int]:
-    """Device, electrode group and electrodes of one probe; returns lab electrode -> electrodes table row."""
+def _add_probe(nwbfile: NWBFile, probe: ProbeData) -> ElectrodeGroup:
+    """Device and electrode group of one probe."""
     name = f"probe{probe.insertion_number}"
-    model = None
-    if probe.probe_type:
-        model = _device_model(nwbfile, probe.probe_type)
+    model = _device_model(nwbfile, probe.probe_type) if probe.probe_type else None
     device = Device(name=name, description=f"probe {probe.insertion_number} of the session"
                     + (f" ({probe.probe_type})" if probe.probe_type else ""),
                     serial_number=probe.probe, model=model)
     nwbfile.add_device(device)
-    location = CCF_LOCATION.get(probe.brain_area or "", UNKNOWN_LOCATION)
-    group = nwbfile.create_electrode_group(
-        name=name, device=device, location=location,
+    return nwbfile.create_electrode_group(
+        name=name, device=device, location=_location(probe),
         description=f"the recorded electrodes of probe {probe.insertion_number}"
         + (f" (configuration {probe.electrode_config})" if probe.electrode_config else "")
         + (f" in {probe.brain_area}, {probe.hemisphere} hemisphere" if probe.brain_area else ", location not entered"))
-    first_row = len(nwbfile.electrodes) if nwbfile.electrodes is not None else 0
-    electrodes = probe.electrodes
-    if electrodes.electrode.size and (nwbfile.electrodes is None or "shank" not in nwbfile.electrodes.colnames):
-        nwbfile.add_electrode_column(name="probe_electrode", description="electrode number on the probe (1-based, "
-                                     "lab.ProbeType.Electrode)")
-        nwbfile.add_electrode_column(name="shank", description="shank index, from 0, left to right")
-    for k in range(electrodes.electrode.size):
-        nwbfile.add_electrode(group=group, location=location, rel_x=float(electrodes.x[k]),
-                              rel_y=float(electrodes.y[k]), probe_electrode=int(electrodes.electrode[k]),
-                              shank=int(electrodes.shank[k]))
-    return {int(e): first_row + k for k, e in enumerate(electrodes.electrode)}
+
+
+def _location(probe: ProbeData) -> str:
+    return CCF_LOCATION.get(probe.brain_area or "", UNKNOWN_LOCATION)
+
+
+def _add_electrodes(nwbfile: NWBFile, probes: tuple[ProbeData, ...], groups: list[ElectrodeGroup]) -> list[dict]:
+    """The electrodes table of every probe, built whole; per probe: lab electrode -> its row."""
+    sizes = [p.electrodes.electrode.size for p in probes]
+    if not sum(sizes):
+        return [{} for _ in probes]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    def joined(attribute):
+        return np.concatenate([getattr(p.electrodes, attribute) for p in probes])
+
+    columns = [
+        VectorData(name="location", description="Allen CCF term of the probe's brain area ('root': not entered)",
+                   data=[_location(p) for p, n in zip(probes, sizes) for _ in range(n)]),
+        VectorData(name="group", description="the probe's electrode group",
+                   data=[g for g, n in zip(groups, sizes) for _ in range(n)]),
+        VectorData(name="group_name", description="the probe's electrode group",
+                   data=[g.name for g, n in zip(groups, sizes) for _ in range(n)]),
+        VectorData(name="rel_x", description="(um) x within the probe, (0, 0) is the tip", data=joined("x")),
+        VectorData(name="rel_y", description="(um) y within the probe, from the tip", data=joined("y")),
+        VectorData(name="probe_electrode", description="electrode number on the probe (1-based, "
+                   "lab.ProbeType.Electrode)", data=joined("electrode")),
+        VectorData(name="shank", description="shank index, from 0, left to right", data=joined("shank")),
+    ]
+    nwbfile.electrodes = ElectrodesTable(columns=columns, id=np.arange(sum(sizes)))
+    return [{int(e): int(start) + k for k, e in enumerate(p.electrodes.electrode)} for p, start in zip(probes, starts)]
 
 
 def _device_model(nwbfile: NWBFile, probe_type: str) -> DeviceModel:

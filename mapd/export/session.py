@@ -20,11 +20,14 @@ session clock and are left out.
 
 from __future__ import annotations
 
+import io
 import math
+import struct
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 import numpy as np
+from datajoint import blob as dj_blob
 
 from ..schemas import ephys, experiment, ingest, lab
 
@@ -341,12 +344,85 @@ class _Aligned:
 
 
 def _read_trial_spikes(restriction: dict, units: list[tuple[str, int]]) -> _Aligned:
-    methods, numbers, trials, blobs = (ephys.TrialSpikes & restriction).to_arrays(
-        "clustering_method", "unit", "trial", "spike_times", order_by=("clustering_method", "unit", "trial"))
-    lengths = np.fromiter((b.size for b in blobs), dtype=np.int64, count=len(blobs))
-    times = np.concatenate([np.ravel(b) for b in blobs]).astype(np.float64) if len(blobs) else np.array([])
-    return _Aligned(_unit_index(units, methods, numbers), trials.astype(np.int64), times,
-                    np.concatenate([[0], np.cumsum(lengths)]))
+    """The probe's TrialSpikes rows by unit then trial, their arrays concatenated.
+
+    The keys come from one query; the blobs in the same order from one binary COPY on PostgreSQL
+    (else one query), decoded with array operations. DataJoint's fetch decodes each blob in Python
+    and PostgreSQL's text protocol hex-encodes bytea: 20 s for the 120,000 rows of a 10-million-spike
+    probe, against about a second this way."""
+    table = ephys.TrialSpikes
+    where = "WHERE subject_id = %s AND session = %s AND insertion_number = %s"
+    args = (restriction["subject_id"], restriction["session"], restriction["insertion_number"])
+    order = "ORDER BY clustering_method, unit, trial"
+    keys = table.connection.query(f"SELECT clustering_method, unit, trial FROM {table.full_table_name} "
+                                  f"{where} {order}", args=args).fetchall()
+    # PostgreSQL's cursor gives dicts, MySQL's tuples.
+    methods, numbers, trials = list(zip(*[tuple(r.values()) if isinstance(r, dict) else r for r in keys])) \
+        or ([], [], [])
+    times, lengths = _decode_float_blobs(_blobs(table, f"SELECT spike_times FROM {table.full_table_name} "
+                                                       f"{where} {order}", args))
+    if lengths.size != len(keys):
+        raise NoSuchSession(f"the TrialSpikes of probe {restriction['insertion_number']} changed while read")
+    return _Aligned(_unit_index(units, methods, numbers), np.array(trials, dtype=np.int64), times,
+                    np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+def _blobs(table, select: str, args: tuple) -> list[bytes]:
+    """The one blob column of ``select``'s rows, as bytes."""
+    raw = getattr(table.connection, "_conn", None)
+    if getattr(table.connection.adapter, "backend", "") != "postgresql" or not hasattr(raw, "cursor"):
+        rows = table.connection.query(select, args=args).fetchall()
+        return [bytes(next(iter(row.values())) if isinstance(row, dict) else row[0]) for row in rows]
+    cursor = raw.cursor()
+    stream = io.BytesIO()
+    cursor.copy_expert(cursor.mogrify(f"COPY ({select}) TO STDOUT WITH (FORMAT binary)", args).decode(), stream)
+    return _copy_fields(stream.getbuffer())
+
+
+def _copy_fields(data: memoryview) -> list[bytes]:
+    """The field of each row of a one-column binary COPY stream (header 19 bytes; per row: int16 field
+    count, int32 length, the bytes; -1 ends it)."""
+    blobs, position = [], 19 + struct.unpack_from(">i", data, 15)[0]  # the header extension, if any
+    while True:
+        (fields,) = struct.unpack_from(">h", data, position)
+        if fields == -1:
+            return blobs
+        (length,) = struct.unpack_from(">i", data, position + 2)
+        blobs.append(bytes(data[position + 6:position + 6 + length]))
+        position += 6 + length
+
+
+def _decode_float_blobs(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(values of every blob, one after the other; elements per blob) of DataJoint blobs of 1-D arrays.
+
+    Uncompressed 1-D float64 blobs (how the probe ingest stores them on PostgreSQL) are a 29-byte head
+    (magic, ndim 1, length, type, complex) and the values: cut apart with array operations. Any other
+    blob (compressed by a DataJoint insert, another dtype) is decoded by DataJoint, one by one."""
+    if not blobs:
+        return np.array([], dtype=np.float64), np.array([], dtype=np.int64)
+    sizes = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
+    joined = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    starts = np.cumsum(sizes) - sizes
+    if sizes.min() >= BLOB_HEAD.itemsize and np.all((sizes - BLOB_HEAD.itemsize) % 8 == 0):
+        heads = joined[starts[:, np.newaxis] + np.arange(BLOB_HEAD.itemsize)].copy().view(BLOB_HEAD).ravel()
+        template = _float_blob_head()
+        lengths = (sizes - BLOB_HEAD.itemsize) // 8
+        if (np.all(heads["magic"] == template["magic"]) and np.all(heads["ndim"] == 1)
+                and np.all(heads["type"] == template["type"]) and np.all(heads["complex"] == template["complex"])
+                and np.array_equal(heads["n"], lengths)):
+            keep = np.ones(joined.size, dtype=bool)
+            keep[(starts[:, np.newaxis] + np.arange(BLOB_HEAD.itemsize)).ravel()] = False
+            return joined[keep].view(np.float64), lengths.astype(np.int64)
+    arrays = [np.ravel(np.asarray(dj_blob.unpack(b), dtype=np.float64)) for b in blobs]
+    return (np.concatenate(arrays), np.array([a.size for a in arrays], dtype=np.int64))
+
+
+BLOB_HEAD = np.dtype([("magic", "S5"), ("ndim", "<u8"), ("n", "<u8"), ("type", "<u4"), ("complex", "<u4")])
+
+
+def _float_blob_head() -> np.ndarray:
+    """The head DataJoint writes before a 1-D float64 array's values (taken from its own encoder)."""
+    return np.frombuffer(dj_blob.pack(np.zeros(1), compress=False)[:BLOB_HEAD.itemsize], dtype=BLOB_HEAD)[0]
 
 
 def _on_session_clock(aligned: _Aligned, n_units: int, trials: Trials) -> tuple[np.ndarray, np.ndarray]:
