@@ -83,7 +83,8 @@ def assert_units_drawn(depth_figure, raster_figure, probe_key: dict, probe, tria
     assert sum(len(points(a)) for a in drawn.values()) == len(units) > 0
     for quality in {u["unit_quality"] for u in units}:
         mine = [u for u in units if u["unit_quality"] == quality]
-        np.testing.assert_allclose(sorted(points(drawn[f"units {quality}"])[:, 1]), sorted(u["unit_posy"] for u in mine))
+        np.testing.assert_allclose(sorted(points(drawn[f"units {quality}"])[:, 1]),
+                                   sorted(u["unit_posy"] for u in mine))
     counts = {}
     for row in (ephys.TrialSpikes & probe_key).to_dicts():
         counts[row["unit"]] = counts.get(row["unit"], 0) + row["spike_times"].size
