@@ -160,6 +160,21 @@ def _build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path, metavar="FILE", help="a .csv or .yaml/.yml file")
     imp.set_defaults(handler=_subject_import)
 
+    export = _command(commands, "export", "write ingested sessions in other formats")
+    export_commands = export.add_subparsers(title="export commands", metavar="FORMAT")
+    nwb = _command(export_commands, "nwb",
+                   "one NWB file per session (DANDI layout: sub-ID/sub-ID_ses-DATE_behavior[+ecephys].nwb)",
+                   "Written with pynwb under a temporary name, then renamed. A session that cannot be exported "
+                   "is reported and stops no other (exit status 1).")
+    _add_export_arguments(nwb)
+    nwb.add_argument("--overwrite", action="store_true", help="replace NWB files that exist (default: keep them)")
+    nwb.set_defaults(handler=_export_nwb)
+
+    report = _command(commands, "report",
+                      "figures per session (performance, licks, units, raster + PSTH) and an index.html")
+    _add_export_arguments(report)
+    report.set_defaults(handler=_report)
+
     shell = _command(commands, "shell", "Python with dj and the MAP schema modules connected")
     shell.add_argument("-c", dest="code", metavar="CODE", help="run CODE and exit, like python -c")
     shell.set_defaults(handler=_shell)
@@ -184,6 +199,14 @@ def _command(commands, name: str, summary: str, details: str = "") -> argparse.A
                                   .strip())
     command.set_defaults(help_parser=command)
     return command
+
+
+def _add_export_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write below")
+    command.add_argument("--subject-id", type=int, metavar="N", help="only this subject's sessions")
+    command.add_argument("--h2o", metavar="H2O", help="only the sessions of this water-restriction number")
+    command.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="only sessions on or after this date")
+    command.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="only sessions on or before this date")
 
 
 def _date(text: str) -> date:
@@ -452,6 +475,14 @@ def _print_status(report) -> None:
                     what = f"    {printable(problem.path)}" if len(group) > 1 else \
                         f"  {printable(problem.path)}: {printable(reason)}"
                     print(f"{what}{age}  [{problem.file_id}]")
+    for target, states in report.exports.items():
+        print(f"exports {target}: " + ", ".join(f"{state} {count}" for state, count in sorted(states.items())))
+    if report.export_failures:
+        total = sum(states.get("failed", 0) for states in report.exports.values())
+        print(f"exports failed (showing {len(report.export_failures)} of {total}):")
+        for failure in report.export_failures:
+            print(f"  {failure.target} {printable(failure.session)} (subject {failure.subject_id}) at {failure.time}: "
+                  f"{printable(failure.reason)}")
 
 
 def _archive_summary(report):
@@ -466,7 +497,7 @@ def _print_archive_status(archive) -> None:
     if not archive.batches:
         return
     print("archive batches: " + ", ".join(f"{state} {count}" for state, count in sorted(archive.batches.items()))
-          + f"; files: " + ", ".join(f"{state} {count}" for state, count in sorted(archive.files.items()))
+          + "; files: " + ", ".join(f"{state} {count}" for state, count in sorted(archive.files.items()))
           + f"; {archive.archived_bytes / 1e6:,.1f} MB archived")
     if archive.freed_bytes:
         print("freed by cleanup: " + ", ".join(f"{rig} {size / 1e6:,.1f} MB"
@@ -531,6 +562,35 @@ def _hint_waiting(h2os: list[str]) -> None:
         them = "it" if queued == 1 else "them"
         print(f"{_count(queued, 'file')} of {whose} queued: a running `mapd run` ingests {them} now, "
               "or run `mapd rescan`")
+
+
+def _export_nwb(args) -> int:
+    return _export(args, "nwb", overwrite=args.overwrite)
+
+
+def _report(args) -> int:
+    return _export(args, "reports", overwrite=True)
+
+
+def _export(args, target: str, overwrite: bool) -> int:
+    """Export each selected session; one session's failure is reported and the others go on."""
+    from .export.batch import export_session
+    from .export.session import SessionSelection, select_sessions
+
+    config = _load(args)
+    _open(config)
+    selection = SessionSelection(args.subject_id, args.h2o, args.since, args.until)
+    keys = select_sessions(selection)
+    if not keys:
+        raise UsageError("no ingested session matches the selection")
+    states = {"written": 0, "exists": 0, "failed": 0}
+    for key in keys:
+        outcome = export_session(key, target, args.out, config.timezone, overwrite=overwrite)
+        where = outcome.path if outcome.path else outcome.reason
+        print(f"{printable(outcome.label)}: {outcome.state}: {printable(str(where))}")
+        states[outcome.state] += 1
+    print(f"{len(keys)} sessions: " + ", ".join(f"{state} {count}" for state, count in states.items()))
+    return EXIT_FAILED if states["failed"] else EXIT_OK
 
 
 def _shell(args) -> int:

@@ -9,6 +9,7 @@ own directory, so a config next to its data works from any working directory.
 from __future__ import annotations
 
 import os
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -201,6 +202,18 @@ class CleanupConfig(_Strict):
     roots: list[Path] = []
 
 
+class ExportConfig(_Strict):
+    """What ``mapd run`` writes after a session commits (each target off unless given a directory)."""
+
+    nwb: Path | None = None  # one NWB file per session, below this directory
+    reports: Path | None = None  # figures and an index.html per session, below this directory
+
+    @property
+    def targets(self) -> dict[str, Path]:
+        """target name (nwb | reports) -> its directory, for the targets that are on."""
+        return {name: path for name, path in (("nwb", self.nwb), ("reports", self.reports)) if path is not None}
+
+
 class MapdConfig(_Strict):
     state_dir: Path = Path("/var/lib/mapd")
     database: DatabaseConfig = DatabaseConfig()
@@ -213,6 +226,9 @@ class MapdConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     archive: ArchiveConfig = ArchiveConfig()
     cleanup: CleanupConfig = CleanupConfig()
+    # IANA zone of the rigs' clocks (session start times in NWB files); None: the host's.
+    timezone: str | None = None
+    export: ExportConfig = ExportConfig()
     # Where this configuration was read from (not a key of the file).
     source: Annotated[Path | None, Field(exclude=True)] = None
 
@@ -225,6 +241,16 @@ class MapdConfig(_Strict):
                 raise ValueError(f"path {entry.path} is listed twice")
             seen.add(entry.path)
         return sorted(paths, key=lambda entry: entry.order)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {name!r} (an IANA name such as America/New_York)") from None
+        return name
 
     @field_validator("ephys_data_paths")
     @classmethod
@@ -314,6 +340,8 @@ def _resolve(config: MapdConfig, path: Path) -> MapdConfig:
             "rig_data_paths": [e.model_copy(update={"path": absolute(e.path)}) for e in config.rig_data_paths],
             "ephys_data_paths": [e.model_copy(update={"path": absolute(e.path)}) for e in config.ephys_data_paths],
             "logging": logging,
+            "export": config.export.model_copy(update={name: absolute(target)
+                                                       for name, target in config.export.targets.items()}),
             "source": path.resolve(),
         }
     )

@@ -104,6 +104,7 @@ class Daemon:
                 self.handlers = {"behavior": BehaviorDays(self.config, self.policy, parser),
                                  "probe": ProbeDays(self.config, self.policy),
                                  "archive": archive, "cleanup": CleanupDays(self.config, self.policy, archive)}
+                self._export_handler()
                 self._start()
                 while not self.flags.stop:
                     self._turn_with_error_handling()
@@ -372,6 +373,7 @@ class Daemon:
         self.policy = Policy.from_config(new.daemon)
         for handler in self.handlers.values():
             handler.config, handler.policy = new, self.policy
+        self._export_handler()
         self.intake.policy = self.policy
         enter_reference_rows(new)
         if self.intake.paths_changed(new):
@@ -381,6 +383,16 @@ class Daemon:
             self.intake.config = new
         log.info("configuration reloaded", source=str(new.source), rigs=[e.rig for e in new.rig_data_paths])
         self.notifier.reloaded()
+
+
+    def _export_handler(self) -> None:
+        """Exports after commit run last (after the ingests), and only while export: has a target."""
+        if self.config.export.targets and "export" not in self.handlers:
+            from .export_handler import SessionExports  # loads pynwb and matplotlib: only when exporting
+
+            self.handlers["export"] = SessionExports(self.config, self.policy)
+        elif not self.config.export.targets:
+            self.handlers.pop("export", None)
 
 
 class _GiveUp(Exception):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..find.health import PathHealth
 from ..liveness import LocalDaemon
-from ..schemas import ingest
+from ..schemas import experiment, ingest, lab
 from . import claims
 from . import files as queue
 
@@ -57,6 +57,17 @@ class PathReport:
     scan_problems: list[dict] = field(default_factory=list)  # [{path, reason}], the first few
 
 
+@dataclass(frozen=True)
+class ExportProblem:
+    """A failed export of a session (mapd run, config export:)."""
+
+    target: str  # nwb | reports
+    session: str  # h2o and date
+    subject_id: int
+    reason: str
+    time: str | None
+
+
 @dataclass
 class StatusReport:
     local_daemon: dict | None  # this host's daemon from state_dir, with "alive" (works without the database)
@@ -73,6 +84,8 @@ class StatusReport:
     skipped: list[FileProblem] = field(default_factory=list)
     ignored: list[FileProblem] = field(default_factory=list)
     changed: list[FileProblem] = field(default_factory=list)  # content changed on disk after ingest
+    exports: dict[str, dict[str, int]] = field(default_factory=dict)  # target -> state (done | failed) -> sessions
+    export_failures: list[ExportProblem] = field(default_factory=list)  # most recent first
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +115,7 @@ def collect(heartbeat_seconds: float, local: LocalDaemon | None, checks: list[Pa
     report.skipped = _problems("skipped", order="updated_time DESC")
     report.ignored = _problems("ignored", order="updated_time DESC")
     report.changed = _problems("changed", order="updated_time DESC")
+    report.exports, report.export_failures = _exports()
     return report
 
 
@@ -136,6 +150,18 @@ def _problems(state: str, order: str) -> list[FileProblem]:
                     round((now - row["found_time"]).total_seconds(), 1))
         for row in rows
     ]
+
+
+def _exports() -> tuple[dict[str, dict[str, int]], list[ExportProblem]]:
+    counts: dict[str, dict[str, int]] = {}
+    for target, state in zip(*ingest.SessionExport.to_arrays("target", "state")):
+        counts.setdefault(str(target), {}).setdefault(str(state), 0)
+        counts[str(target)][str(state)] += 1
+    failed = (ingest.SessionExport * experiment.Session.proj("session_date")
+              * lab.WaterRestriction.proj("water_restriction_number") & {"state": "failed"})
+    rows = failed.to_dicts(order_by="export_time DESC", limit=LISTED)
+    return counts, [ExportProblem(r["target"], f"{r['water_restriction_number']} {r['session_date']}",
+                                  int(r["subject_id"]), r["reason"], _time(r["export_time"])) for r in rows]
 
 
 def _rig_activity() -> list[RigActivity]:

@@ -233,3 +233,22 @@ class ArchiveFile(dj.Manual):
     cleanup_note = '' : varchar(2000)   # why cleanup keeps the source (or how it went)
     index (state)
     """
+
+
+@schema
+class SessionExport(dj.Manual):
+    # mapd run's exports after commit (config export: {nwb, reports}), one row per session and target, so that
+    # a restarted daemon knows what is done and mapd status shows what failed. A session is exported again
+    # when it has more ingested probes (EphysIngest) than the export included.
+    definition = """
+    # an export of an ingested session: the file written, or why it failed
+    -> experiment.Session
+    target : enum('nwb', 'reports')
+    ---
+    state : enum('done', 'failed')
+    reason = '' : varchar(2000)         # why it failed
+    path = '' : varchar(4096)           # the NWB file or the report's index.html
+    probes : int32                      # ingested probes of the session when it was exported
+    host = '' : varchar(255)
+    export_time : datetime(3)
+    """

@@ -1,0 +1,1 @@
+"""Exports of ingested sessions: NWB files and report figures (reads schemas/ only)."""

@@ -1,0 +1,109 @@
+"""``mapd run``'s export handler: after a session commits, its NWB file and / or report (config ``export:``).
+
+Work is derived from the database, not queued: a session in
+``ingest.BehaviorIngest`` needs a target when it has no ``ingest.SessionExport``
+row for it, or when it now has more ingested probes than that export
+included (a probe ingested after its behavior session). Each attempt records
+its row (done with the path, or failed with the reason), so a crash loses
+nothing and ``mapd status`` shows the failures. A failed export is tried
+again when a new probe of the session arrives; an export's failure never
+touches the ingest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import MapdConfig
+from .export.batch import ExportOutcome, export_session
+from .export.session import SessionKey
+from .handlers import UnitKey
+from .logs import get_logger
+from .queue.files import HOST, now_ms
+from .queue.policy import Policy
+from .schemas import experiment, ingest, lab
+from .transient import is_transient_database_error
+
+log = get_logger("mapd.export")
+KIND = "export"
+
+
+@dataclass
+class SessionExports:
+    """Handler of exports: one unit is one session (h2o, day), for every configured target."""
+
+    config: MapdConfig
+    policy: Policy
+    kind: str = KIND
+
+    def ready(self) -> list[UnitKey]:
+        keys = set()
+        for target in self.config.export.targets:
+            keys.update(_sessions_needing(target))
+        return [UnitKey(KIND, h2o, day) for h2o, day in sorted(keys)]
+
+    def handle(self, unit: UnitKey) -> None:
+        key = _session_key(unit)
+        if key is None:
+            return  # deleted meanwhile
+        for target, out in self.config.export.targets.items():
+            probes = len(ingest.EphysIngest & key.as_dict())
+            if not _needs(key, target, probes):
+                continue
+            outcome = export_session(key, target, out, self.config.timezone, overwrite=True,
+                                     passes=is_transient_database_error)
+            _record(outcome, probes)
+
+    def fail(self, unit: UnitKey, reason: str) -> None:
+        key = _session_key(unit)
+        if key is None:
+            return
+        probes = len(ingest.EphysIngest & key.as_dict())
+        for target in self.config.export.targets:
+            _record(ExportOutcome(key, f"{unit.h2o} {unit.session_date}", target, "failed", None, reason), probes)
+
+
+def _sessions_needing(target: str) -> set[tuple[str, object]]:
+    """(h2o, session_date) of the ingested sessions this target has not exported, or not with all their probes."""
+    sessions = experiment.Session.proj("session_date") * lab.WaterRestriction.proj("water_restriction_number")
+    exported = ingest.SessionExport & {"target": target}
+    never = sessions & ingest.BehaviorIngest & (experiment.Session - exported).proj()
+    probes = experiment.Session.proj().aggr(ingest.EphysIngest, ingested="count(*)")
+    outdated = sessions & (probes * exported.proj(exported_probes="probes") & "ingested > exported_probes").proj()
+    found = set()
+    for query in (never, outdated):
+        h2os, days = query.to_arrays("water_restriction_number", "session_date")
+        found.update(zip(h2os.tolist(), days.tolist()))
+    return found
+
+
+def _session_key(unit: UnitKey) -> SessionKey | None:
+    rows = (experiment.Session * lab.WaterRestriction.proj("water_restriction_number")
+            & {"water_restriction_number": unit.h2o, "session_date": unit.session_date}).keys()
+    return SessionKey(rows[0]["subject_id"], rows[0]["session"]) if rows else None
+
+
+def _needs(key: SessionKey, target: str, probes: int) -> bool:
+    rows = (ingest.SessionExport & key.as_dict() & {"target": target}).to_dicts()
+    return not rows or rows[0]["probes"] < probes
+
+
+def _record(outcome: ExportOutcome, probes: int) -> None:
+    """The attempt's row (replacing the last one); the file it replaces is removed when its name changed."""
+    key = {**outcome.key.as_dict(), "target": outcome.target}
+    previous = (ingest.SessionExport & key).to_dicts()
+    path = str(outcome.path or "")
+    state = "done" if outcome.state == "written" else "failed"
+    with ingest.SessionExport.connection.transaction:  # replace the row (no REPLACE on PostgreSQL)
+        (ingest.SessionExport & key).delete_quick()
+        ingest.SessionExport.insert1({**key, "state": state, "reason": outcome.reason[:2000], "path": path,
+                                      "probes": probes, "host": HOST, "export_time": now_ms()})
+    if state == "done" and previous and previous[0]["path"] and previous[0]["path"] != path:
+        Path(previous[0]["path"]).unlink(missing_ok=True)  # a behavior-only file, now with its probes
+    if state == "done":
+        log.info("session exported", target=outcome.target, label=outcome.label, path=path, probes=probes,
+                 duration=round(outcome.seconds, 3), **outcome.key.as_dict())
+    else:
+        log.error("export failed", target=outcome.target, label=outcome.label, error=outcome.reason,
+                  **outcome.key.as_dict())

@@ -1,0 +1,54 @@
+"""``mapd run`` with ``export:``: each session's NWB file and report after it commits, again with its probe;
+a failed export shows in ``mapd status`` and never fails the ingest."""
+
+from __future__ import annotations
+
+import yaml
+
+import ephysgen
+from conftest import run_mapd
+from mapd.schemas import ingest
+from mapd.subjects import SubjectEntry, add_subjects
+from test_daemon import DAY, daemons, setup, wait_for, write_session  # noqa: F401
+from test_daemon_probes import probe_states, with_ephys
+
+
+def exports() -> dict[tuple[int, str], dict]:
+    return {(r["subject_id"], r["target"]): r for r in ingest.SessionExport.to_dicts()}
+
+
+def test_sessions_are_exported_after_commit_and_again_with_their_probe(setup, daemons, tmp_path):
+    rig, write_config = setup
+    add_subjects([SubjectEntry(subject_id=7008, h2o="dl8")])
+    nwb, reports = tmp_path / "nwb", tmp_path / "reports"
+    config = with_ephys(write_config(), tmp_path / "ephys")
+    body = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**body, "export": {"nwb": str(nwb), "reports": str(reports)}}))
+    (nwb / "sub-7008").parent.mkdir(parents=True)
+    (nwb / "sub-7008").write_text("in the way")  # dl8's NWB export fails, its report does not
+    daemon = daemons(config)
+    generated = write_session(rig, DAY, n_trials=25)
+    write_session(rig, DAY, h2o="dl8", n_trials=10)
+    wait_for(lambda: len(exports()) == 4, what="both sessions exported", daemon=daemon, timeout=90)
+    done = exports()
+    behavior_only = nwb / "sub-7007" / "sub-7007_ses-20180502_behavior.nwb"
+    assert done[7007, "nwb"]["state"] == "done" and done[7007, "nwb"]["path"] == str(behavior_only)
+    assert behavior_only.is_file() and done[7007, "nwb"]["probes"] == 0
+    assert done[7008, "reports"]["state"] == "done"
+    assert (reports / "sub-7008" / "ses-20180502" / "index.html").is_file()
+    assert done[7008, "nwb"]["state"] == "failed" and "sub-7008" in done[7008, "nwb"]["reason"]
+    assert set(ingest.SourceFile.to_arrays("state").tolist()) == {"ingested"}  # the ingest did not fail
+
+    ephysgen.write_probe(tmp_path / "ephys", h2o="dl7", session_date=DAY.date(), n_spikes=3000, n_units=4,
+                         behavior=ephysgen.behavior_bitcodes(generated.path), skip_first=2)
+    wait_for(lambda: probe_states() == ["ingested"] and exports()[7007, "nwb"]["probes"] == 1
+             and exports()[7007, "reports"]["probes"] == 1, what="exported again with the probe", daemon=daemon,
+             timeout=90)
+    with_probe = nwb / "sub-7007" / "sub-7007_ses-20180502_behavior+ecephys.nwb"
+    assert exports()[7007, "nwb"]["path"] == str(with_probe) and with_probe.is_file()
+    assert not behavior_only.exists()  # replaced by the file with the probe
+    assert (reports / "sub-7007" / "ses-20180502" / "probe1_raster_psth.png").is_file()
+    status = run_mapd("status", config=config)
+    assert "exports nwb: done 1, failed 1" in status.stdout and "exports reports: done 2" in status.stdout
+    assert "exports failed (showing 1 of 1):" in status.stdout and "nwb dl8 2018-05-02 (subject 7008)" in status.stdout
+    assert daemon.stop() == 0
