@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from statistics import median
@@ -60,16 +59,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.rescan:
         return rescan_measured(Path(args.rescan))
-    work = Path(tempfile.mkdtemp(prefix="mapd-bench-ephys-", dir="/tmp"))
-    try:
-        return run(work, args)
-    finally:
-        from harness import stop_leftover_server
-        from mapd.database import release_embedded
+    from harness import in_scratch_directory
 
-        release_embedded(work / "state")  # the last user: the server stops
-        stop_leftover_server(work / "state")
-        shutil.rmtree(work, ignore_errors=True)
+    return in_scratch_directory("mapd-bench-ephys-", lambda work: run(work, args))
 
 
 def rescan_measured(config_path: Path) -> int:

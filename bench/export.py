@@ -21,9 +21,7 @@ printed beside it).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -47,16 +45,9 @@ def main() -> int:
     parser.add_argument("--units", type=int, default=300)
     parser.add_argument("--trials", type=int, default=400, help="recorded trials")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mapd-bench-export-", dir="/tmp"))
-    try:
-        return run(work, args)
-    finally:
-        from harness import stop_leftover_server
-        from mapd.database import release_embedded
+    from harness import in_scratch_directory
 
-        release_embedded(work / "state")  # the last user: the server stops
-        stop_leftover_server(work / "state")
-        shutil.rmtree(work, ignore_errors=True)
+    return in_scratch_directory("mapd-bench-export-", lambda work: run(work, args))
 
 
 def run(work: Path, args) -> int:

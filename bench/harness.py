@@ -105,3 +105,19 @@ def stop_leftover_server(state_dir: Path) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.1)
+
+
+def in_scratch_directory(prefix: str, body: Callable[[Path], int]) -> int:
+    """``body(work)`` in a fresh directory under /tmp; afterwards its embedded server is stopped and it is removed."""
+    import shutil
+    import tempfile
+
+    from mapd.database import release_embedded
+
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        return body(work)
+    finally:
+        release_embedded(work / "state")  # the last user: the server stops
+        stop_leftover_server(work / "state")
+        shutil.rmtree(work, ignore_errors=True)

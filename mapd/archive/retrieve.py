@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import MapdConfig, load_config
 from ..logs import get_logger
-from ..schemas import experiment, lab, publication
+from ..schemas import experiment, publication
 from .local import LocalTransport
 from .transport import ArchiveItem, TransportError, transport_for
 
@@ -33,15 +33,7 @@ class Selection:
 
 def select_files(selection: Selection):
     """The archived files (``DataSet.PhysicalFile`` rows with their location) of the selected sessions."""
-    sessions = experiment.Session * lab.WaterRestriction
-    if selection.subject_id is not None:
-        sessions &= {"subject_id": selection.subject_id}
-    if selection.h2o is not None:
-        sessions &= {"water_restriction_number": selection.h2o}
-    if selection.since is not None:
-        sessions &= f"session_date >= '{selection.since}'"
-    if selection.until is not None:
-        sessions &= f"session_date <= '{selection.until}'"
+    sessions = experiment.Session.selected(selection.subject_id, selection.h2o, selection.since, selection.until)
     behavior = (publication.ArchivedSession.BehaviorData & sessions.proj()).proj("globus_alias", "dataset_name")
     raw = (publication.ArchivedRawEphys & sessions.proj()).proj("globus_alias", "dataset_name")
     files = publication.DataSet.PhysicalFile & [behavior, raw]

@@ -167,15 +167,8 @@ class SessionData:
 
 def select_sessions(selection: SessionSelection) -> list[SessionKey]:
     """The ingested sessions (``ingest.BehaviorIngest``) the selection names, by subject and date."""
-    query = experiment.Session * lab.WaterRestriction.proj("water_restriction_number") & ingest.BehaviorIngest
-    if selection.subject_id is not None:
-        query &= {"subject_id": selection.subject_id}
-    if selection.h2o is not None:
-        query &= {"water_restriction_number": selection.h2o}
-    if selection.since is not None:
-        query &= f"session_date >= '{selection.since.isoformat()}'"
-    if selection.until is not None:
-        query &= f"session_date <= '{selection.until.isoformat()}'"
+    query = experiment.Session.selected(selection.subject_id, selection.h2o, selection.since,
+                                        selection.until) & ingest.BehaviorIngest
     subjects, sessions = query.to_arrays("subject_id", "session", order_by=("subject_id", "session_date"))
     return [SessionKey(int(s), int(n)) for s, n in zip(subjects, sessions)]
 

@@ -27,6 +27,20 @@ class Session(dj.Manual):
     unique index (subject_id, session_date)
     """
 
+    @classmethod
+    def selected(cls, subject_id=None, h2o=None, since=None, until=None):
+        """Sessions with their h2o, restricted by whichever of subject, h2o and dates (inclusive) are given."""
+        sessions = cls * lab.WaterRestriction.proj("water_restriction_number")
+        if subject_id is not None:
+            sessions &= {"subject_id": subject_id}
+        if h2o is not None:
+            sessions &= {"water_restriction_number": h2o}
+        if since is not None:
+            sessions &= f"session_date >= '{since.isoformat()}'"
+        if until is not None:
+            sessions &= f"session_date <= '{until.isoformat()}'"
+        return sessions
+
 
 @schema
 class Task(dj.Lookup):
