@@ -43,11 +43,15 @@ class DatabaseConfig(_Strict):
     # PostgreSQL only: the database that holds the schemas.
     name: str | None = None
     schema_prefix: str = Field(default="map_", pattern=r"^[a-z][a-z0-9_]*$")
+    # Embedded only: the server's data directory (None: state_dir/pgdata); its lock file lies beside it.
+    data_directory: Path | None = None
     # Never serialised with a value; filled from password_file or MAPD_DB_PASSWORD.
     password: SecretStr | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _server_needs_host_and_user(self) -> "DatabaseConfig":
+        if self.backend != "embedded" and self.data_directory is not None:
+            raise ValueError(f"data_directory is the embedded server's; backend {self.backend} has none")
         if self.backend != "embedded":
             missing = [key for key in ("host", "user") if getattr(self, key) is None]
             if missing:
@@ -261,6 +265,11 @@ class MapdConfig(_Strict):
     def rigs(self) -> list[str]:
         return sorted({entry.rig for entry in self.rig_data_paths})
 
+    @property
+    def pgdata(self) -> Path:
+        """The embedded server's data directory."""
+        return self.database.data_directory or self.state_dir / "pgdata"
+
 
 def find_config_file(explicit: str | os.PathLike | None = None) -> Path:
     """The config file: ``--config``, else ``$MAPD_CONFIG``, else ./mapd.yaml, else /etc/mapd/mapd.yaml."""
@@ -326,6 +335,7 @@ def _resolve(config: MapdConfig, path: Path) -> MapdConfig:
         update={
             "password": password,
             "password_file": absolute(database.password_file) if database.password_file else None,
+            "data_directory": absolute(database.data_directory) if database.data_directory else None,
         }
     )
     logging = config.logging

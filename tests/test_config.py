@@ -33,6 +33,9 @@ def test_valid_file_resolves_relative_paths_against_its_directory(tmp_path):
     assert config.ephys_data_paths[0].path == tmp_path / "ephys"
     assert config.database.backend == "embedded" and config.database.schema_prefix == "map_"
     assert config.ingest.min_behavior_file_bytes == 100 * 1024
+    assert config.pgdata == tmp_path / "state" / "pgdata"  # the embedded server's data directory
+    moved = load_config(write(tmp_path, GOOD + "database: {data_directory: pg}\n"))
+    assert moved.pgdata == tmp_path / "pg" and moved.state_dir == tmp_path / "state"
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,8 @@ def test_valid_file_resolves_relative_paths_against_its_directory(tmp_path):
         ("state_dir: x\n", "session_user", "required key is missing"),
         (GOOD + "database: {backend: oracle}\n", "database.backend", "'embedded', 'postgresql' or 'mysql'"),
         (GOOD + "database: {backend: postgresql}\n", "database", "needs host and user"),
+        (GOOD + "database: {backend: mysql, host: h, user: u, data_directory: /pg}\n", "database",
+         "data_directory is the embedded server's; backend mysql has none"),
         (GOOD + "database: {schema_prefix: 'Bad-Prefix'}\n", "database.schema_prefix", "pattern"),
         (GOOD + "ingest: {workers: 0}\n", "ingest.workers", "greater than or equal to 1"),
         ("session_user: a\nrig_data_paths:\n  - {rig: R, path: /x, speed: 3}\n", "rig_data_paths.0.speed",
