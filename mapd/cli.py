@@ -121,7 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     retry = _command(commands, "retry", "queue failed files again (all, or one by id or path)")
     which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("--all", action="store_true", help="every failed file, and every failed archive batch")
+    which.add_argument("--all", action="store_true", help="every failed file, archive batch and export")
     which.add_argument("item", nargs="?", metavar="ITEM",
                        help="a file id (in brackets in mapd status), a file path, or a path below its data path")
     retry.set_defaults(handler=_retry)
@@ -356,10 +356,17 @@ def _retry(args) -> int:
     if args.all:
         from .archive.stage import requeue_failed_batches
 
+        from .schemas.ingest import SessionExport
+
         count = requeue_failed()
         batches = requeue_failed_batches()
         if batches:
             print(f"{batches} failed archive batch(es) queued again")
+        failed_exports = SessionExport & {"state": "failed"}
+        exports = len(failed_exports)
+        if exports:  # forgotten: a running daemon exports the session again at once
+            failed_exports.delete_quick()
+            print(f"{_count(exports, 'failed export')} queued again")
     else:
         ids = find_files(args.item, state="failed")
         if not ids:

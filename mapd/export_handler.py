@@ -6,8 +6,8 @@ row for it, or when it now has more ingested probes than that export
 included (a probe ingested after its behavior session). Each attempt records
 its row (done with the path, or failed with the reason), so a crash loses
 nothing and ``mapd status`` shows the failures. A failed export is tried
-again when a new probe of the session arrives; an export's failure never
-touches the ingest.
+again when a new probe of the session arrives, or when ``mapd retry --all``
+forgets the failures; an export's failure never touches the ingest.
 """
 
 from __future__ import annotations

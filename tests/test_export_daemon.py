@@ -51,4 +51,11 @@ def test_sessions_are_exported_after_commit_and_again_with_their_probe(setup, da
     status = run_mapd("status", config=config)
     assert "exports nwb: done 1, failed 1" in status.stdout and "exports reports: done 2" in status.stdout
     assert "exports failed (showing 1 of 1):" in status.stdout and "nwb dl8 2018-05-02 (subject 7008)" in status.stdout
+
+    (nwb / "sub-7008").unlink()  # the obstacle removed, the failure retried by hand
+    retried = run_mapd("retry", "--all", config=config)
+    assert retried.returncode == 0 and "1 failed export queued again" in retried.stdout, retried.stdout
+    wait_for(lambda: exports().get((7008, "nwb"), {}).get("state") == "done", what="the failed export written",
+             daemon=daemon)
+    assert (nwb / "sub-7008" / "sub-7008_ses-20180502_behavior.nwb").is_file()
     assert daemon.stop() == 0
