@@ -48,6 +48,15 @@ def test_every_trial_is_ingestible(records):
     assert records.session_time == time(11, 23, 28)  # Info.SessionStartTime_UTC, as the original pipeline
 
 
+def test_session_start_time_utc_is_the_rigs_local_clock():
+    # Despite its name, Bpod fills SessionStartTime_UTC from MATLAB's `now` (local time): it agrees to the
+    # second with SessionStartTime_MATLAB, a datenum of `now`. NWB export reads it in the configured timezone.
+    info = scipy.io.loadmat(REAL_SESSION, squeeze_me=True, struct_as_record=False)["SessionData"].Info
+    seconds_of_day = round((info.SessionStartTime_MATLAB % 1) * 86400)
+    assert time(seconds_of_day // 3600, seconds_of_day // 60 % 60, seconds_of_day % 60) == time(11, 23, 28)
+    assert info.SessionStartTime_UTC == "11:23:28"
+
+
 def test_instructions_outcomes_and_early_licks(records):
     assert [t.instruction for t in records.trials] == ["left" if tt == 1 else "right" for tt in TRIAL_TYPES]
     assert [t.outcome for t in records.trials] == OUTCOMES
