@@ -1,11 +1,21 @@
-"""Shared fixtures: one real embedded PostgreSQL for the whole run, emptied between tests; no process leaks."""
+"""Shared fixtures: one real embedded PostgreSQL for the whole run, emptied between tests; no process leaks.
+
+The run may be spread over several pytest processes (pytest-xdist's workers,
+``-n``). They share the one server: each has its own schemas (a schema prefix
+per worker) and its own state_dir, so their daemons and files never meet. The
+first pytest process (xdist's controller, or the only one) names the run's
+directory; the server runs from its ``pgdata`` and stops with its last user.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,33 +30,68 @@ sys.path.insert(0, str(TEST_DATA))  # the Bpod file generator, bpodgen
 
 # Every process the tests start inherits this mark, also those that leave the
 # pytest process's tree (a daemonised postgres, an orphaned worker), so that
-# what this run left behind is found, and nothing of a concurrent run is touched.
+# what this pytest process left behind is found, and nothing of another is touched.
 RUN_MARK = "MAPD_TEST_RUN"
 os.environ[RUN_MARK] = str(os.getpid())
 # Short and outside pytest's 0700 tree: the embedded server runs as its own
-# user when tests run as root, and its socket path must stay short.
-SESSION_STATE = Path(os.environ.get("MAPD_TEST_STATE", f"/tmp/mapd-test-{os.getpid()}"))
+# user when tests run as root, and its socket path must stay short. Inherited
+# by xdist's workers (set before they start) and by every process of the run.
+RUN_DIR_ENV = "MAPD_TEST_RUN_DIR"
+RUN_DIR = Path(os.environ.setdefault(RUN_DIR_ENV, f"/tmp/mapd-test-{os.getpid()}"))
+SERVER_PGDATA = RUN_DIR / "pgdata"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+SESSION_STATE = RUN_DIR / WORKER
+# The `database` section of every configuration the tests write: the shared server, this worker's schemas.
+TEST_DATABASE = {"data_directory": str(SERVER_PGDATA), "schema_prefix": f"map_{WORKER}_"}
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config):
+    if not _is_worker(config):
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """In the first pytest process, once every worker is done: the shared server has stopped, nothing of the run lives."""
+    if _is_worker(session.config):
+        return
+    from mapd.database import embedded_server_alive, release_embedded
+
+    running = embedded_server_alive(SERVER_PGDATA)
+    release_embedded(SERVER_PGDATA)  # stops a server that no live process uses
+    me = psutil.Process()
+    workers = {child.pid for child in me.children()}  # xdist's, exiting; a worker checks its own children
+    leftovers = _kill(_still_alive([p for p in _of_this_run() if p.pid not in workers], 10))
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    problems = (["the shared embedded server outlived its last user"] if running else []) + (
+        [f"processes outlived the test run (killed): {_describe(leftovers)}"] if leftovers else [])
+    if problems:
+        print("\n" + "\n".join(problems), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
 def state_dir() -> Path:
+    """This pytest process's state_dir (the shared server's data directory lies beside it)."""
     shutil.rmtree(SESSION_STATE, ignore_errors=True)
     SESSION_STATE.mkdir(parents=True)
     yield SESSION_STATE
-    # Torn down after nothing_outlives_the_run: the server on it has stopped.
     shutil.rmtree(SESSION_STATE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nothing_outlives_the_run(state_dir):
-    """At the end of the run: the embedded server is stopped, and no process the tests started is alive."""
+def nothing_outlives_the_run():
+    """At the end of this pytest process: no process it started is alive, and it no longer uses the server."""
     yield
     from mapd.database import release_embedded
 
-    release_embedded(state_dir)  # the run's server, if no leftover user holds it
-    leftovers = _kill(_still_alive([p for p in _started_by_this_run() if p.info["name"] != "postgres"], 5))
-    release_embedded(state_dir)  # their server, now that they are gone
-    leftovers += _kill(_still_alive(_started_by_this_run(), 5))
+    release_embedded(SERVER_PGDATA)  # the server stops with its last user, whichever process that is
+    leftovers = _kill(_still_alive([p for p in _started_by_this_process() if not _in_session_server(p)], 5))
+    release_embedded(SERVER_PGDATA)  # should those leftovers have been its last users
     if leftovers:
         pytest.fail("processes outlived the test run (killed): " + _describe(leftovers), pytrace=False)
 
@@ -56,11 +101,54 @@ def nothing_outlives_its_test(request):
     """After each test: no process it started is still alive (killed and named, so the culprit is found)."""
     before = {(p.pid, p.info["create_time"]) for p in psutil.process_iter(["create_time"])}
     yield
-    new = [p for p in _started_by_this_run(before) if not _in_session_server(p)]
+    new = [p for p in _started_by_this_process(before) if not _in_session_server(p)]
     leftovers = _kill(_still_alive(new, 2))
     if leftovers:
         pytest.fail(f"{request.node.nodeid} left processes running (killed): {_describe(leftovers)}",
                     pytrace=False)
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A state dir of the test's own, for servers the test starts, kills and stops (not the run's shared one).
+
+    Returns (config path, state dir). Whatever the test did, its server is gone afterwards.
+    """
+    # Short (the socket lives in pgdata) and readable by the `pgserver` user postgres runs as under root.
+    state = Path(tempfile.mkdtemp(prefix="mapd-srv-", dir="/tmp"))
+    state.chmod(0o755)
+    config = tmp_path / "mapd.yaml"
+    config.write_text(f"state_dir: {state}\nsession_user: a\n")
+    yield config, state
+    from mapd.database import release_embedded
+
+    release_embedded(state / "pgdata")  # stops it, if this process was its (last) user
+    for pid in postmasters(state / "pgdata"):
+        os.kill(pid, signal.SIGQUIT)  # a test that failed half-way: immediate shutdown
+    wait_until_stopped(state / "pgdata", 10)
+    subprocess.run(["rm", "-rf", str(state)])
+
+
+def postmasters(pgdata: Path) -> list[int]:
+    """The live postmasters of ``pgdata`` (zombies have no command line and are not listed)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if cmdline and cmdline[0].endswith(b"postgres") and str(pgdata).encode() in b" ".join(cmdline):
+                found[int(proc.name)] = parent
+    # A child forked a moment ago still has its postmaster's command line.
+    return [pid for pid, parent in found.items() if parent not in found]
+
+
+def wait_until_stopped(pgdata: Path, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while postmasters(pgdata) and time.time() < deadline:
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -70,6 +158,7 @@ def write_config(tmp_path, state_dir):
     def write(rigs: dict[str, Path] | None = None, **settings) -> Path:
         body = {
             "state_dir": str(state_dir),
+            "database": TEST_DATABASE,
             "session_user": "daveliu",
             "rig_data_paths": [{"rig": rig, "path": str(path), "order": n} for n, (rig, path) in enumerate((rigs or {}).items())],
             "ingest": {"min_behavior_file_bytes": 0, "workers": 2},
@@ -101,9 +190,9 @@ def database(state_dir):
     from mapd.database import release_embedded
     from mapd.runtime import open_database
 
-    config = parse_config(f"state_dir: {state_dir}\nsession_user: daveliu\n", state_dir / "mapd.yaml")
-    yield open_database(config)
-    release_embedded(state_dir)  # the last user (subprocesses have exited): the server stops now
+    body = {"state_dir": str(state_dir), "database": TEST_DATABASE, "session_user": "daveliu"}
+    yield open_database(parse_config(yaml.safe_dump(body), state_dir / "mapd.yaml"))
+    release_embedded(SERVER_PGDATA)  # its last user (subprocesses have exited) stops the server
 
 
 @pytest.fixture
@@ -114,18 +203,19 @@ def db(database):
 
 
 def _empty(database) -> None:
+    """Every row the tests write, in one TRUNCATE (DataJoint's cascading delete reads ~400 headings: ~4 s a test)."""
+    database.connection.query(f"TRUNCATE {', '.join(_written_tables())}")
+
+
+@functools.cache
+def _written_tables() -> tuple[str, ...]:
+    """The tables below what tests enter (files, sessions, subjects, people, rigs...), not lookup contents."""
     from mapd.schemas import experiment, ingest, lab, publication
 
-    ingest.SourceFile.delete_quick()
-    ingest.TrialUidBlock.delete_quick()
-    ingest.ArchiveFile.delete_quick()
-    ingest.ArchiveBatch.delete_quick()
-    experiment.Session.delete()
-    publication.DataSet.delete()
-    publication.GlobusStorageLocation.delete()
-    lab.Subject.delete()
-    lab.Person.delete()
-    lab.Rig.delete()
+    roots = (ingest.SourceFile, ingest.TrialUidBlock, ingest.ArchiveFile, ingest.ArchiveBatch, ingest.Daemon,
+             experiment.Session, publication.DataSet, publication.GlobusStorageLocation, lab.Subject, lab.Person,
+             lab.Rig)
+    return tuple(sorted({name for root in roots for name in root().descendants()}))
 
 
 @pytest.fixture
@@ -178,8 +268,8 @@ def quiet_datajoint():
 # ---- processes the tests started -------------------------------------------------
 
 
-def _started_by_this_run(before: set = frozenset()) -> list[psutil.Process]:
-    """Live processes not in ``before`` that descend from pytest or carry this run's mark (not Python's helpers)."""
+def _started_by_this_process(before: set = frozenset()) -> list[psutil.Process]:
+    """Live processes not in ``before`` that descend from pytest or carry this process's mark (not Python's helpers)."""
     me = psutil.Process()
     children = {child.pid for child in me.children(recursive=True)}
     found = []
@@ -191,18 +281,37 @@ def _started_by_this_run(before: set = frozenset()) -> list[psutil.Process]:
                 continue  # a zombie is dead: nothing runs, only its exit status waits to be read
             if process.pid not in children and process.environ().get(RUN_MARK) != str(me.pid):
                 continue
-            if "multiprocessing.resource_tracker" in " ".join(process.info["cmdline"] or ()):
-                continue  # Python's semaphore janitor for spawned pools: it exits with pytest
+            if _python_helper(process):
+                continue
             found.append(process)
         except psutil.Error:
             continue
     return found
 
 
+def _of_this_run() -> list[psutil.Process]:
+    """Live processes of the whole run (any pytest process's, by the inherited run directory), but this one."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if (process.pid != os.getpid() and process.info["status"] != psutil.STATUS_ZOMBIE
+                    and process.environ().get(RUN_DIR_ENV) == str(RUN_DIR)
+                    and not _python_helper(process)):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _python_helper(process: psutil.Process) -> bool:
+    """Python's semaphore janitor for spawned pools: it exits with its pytest process."""
+    return "multiprocessing.resource_tracker" in " ".join(process.info["cmdline"] or ())
+
+
 def _in_session_server(process: psutil.Process) -> bool:
-    """The run's shared server (started by the `database` fixture, stopped at the end) and its backends."""
+    """The run's shared server (started by the first `database` fixture, stopped by its last user) and its backends."""
     try:
-        postmaster = int((SESSION_STATE / "pgdata" / "postmaster.pid").read_text().split()[0])
+        postmaster = int((SERVER_PGDATA / "postmaster.pid").read_text().split()[0])
         return process.pid == postmaster or process.ppid() == postmaster
     except (OSError, ValueError, IndexError, psutil.Error):
         return False

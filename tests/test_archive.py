@@ -17,7 +17,7 @@ import yaml
 
 import bpodgen
 import ephysgen
-from conftest import run_mapd
+from conftest import TEST_DATABASE, run_mapd
 from mapd.archive.local import PARTIAL_SUFFIX
 from mapd.failpoints import FAILPOINT_ENV
 from mapd.schemas import ingest, publication
@@ -50,7 +50,7 @@ def site(db, tmp_path, state_dir):
     assert raw[1].is_file()
 
     def write_config(cleanup: dict | None = None, daemon: dict | None = None, **archive_settings) -> Path:
-        body = {"state_dir": str(state_dir), "session_user": "daveliu",
+        body = {"state_dir": str(state_dir), "database": TEST_DATABASE, "session_user": "daveliu",
                 "rig_data_paths": [{"rig": "RRig", "path": str(rig), "watch": "poll", "poll_interval": 0.3}],
                 "ephys_data_paths": [{"path": str(ephys_root), "watch": "poll", "poll_interval": 0.3}],
                 "ingest": {"min_behavior_file_bytes": 0},

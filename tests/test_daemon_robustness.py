@@ -87,10 +87,10 @@ def test_connection_lost_during_an_ingest_is_retried(setup, daemons, database):
 
     def cut_inserts() -> None:
         # Terminate the daemon's backend whenever it is inserting: the connection is lost mid-transaction.
-        while not stop.is_set():
+        while not stop.is_set():  # this worker's schemas only: the server is shared
             database.connection.query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                "AND query ILIKE 'INSERT%%' AND query ILIKE '%%session_trial%%'")
+                "AND query ILIKE 'INSERT%%' AND query ILIKE %s", args=(f"%{experiment.schema.database}%session_trial%",))
             time.sleep(0.005)
 
     cutter = threading.Thread(target=cut_inserts)
@@ -107,38 +107,40 @@ def test_connection_lost_during_an_ingest_is_retried(setup, daemons, database):
     assert daemon.stop() == 0
 
 
-def test_embedded_server_killed_under_the_daemon_is_restarted(setup, daemons, database, state_dir):
+def test_embedded_server_killed_under_the_daemon_is_restarted(setup, daemons, own_server):
     from mapd.database import embedded_server_alive
 
     rig, write_config = setup
-    config = write_config()
+    config = write_config(own_state=own_server[1])  # a server this test may kill
+    pgdata = own_server[1] / "pgdata"
+    assert run_mapd("subject", "add", "--subject-id", "7007", "--h2o", "dl7", config=config).returncode == 0
     daemon = daemons(config)
     wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
-    postmaster = int((state_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-    os.kill(postmaster, 9)
-    wait_for(lambda: not embedded_server_alive(state_dir), what="server gone", timeout=10)
+    os.kill(int((pgdata / "postmaster.pid").read_text().split()[0]), 9)
+    wait_for(lambda: not embedded_server_alive(pgdata), what="server gone", timeout=10)
     wait_for(lambda: daemon.logged("embedded database server restarted"), what="restart", daemon=daemon)
-    database.connection.connect()  # this test's own connection died with the server
     write_session(rig, DAY)
-    wait_for(lambda: session_count() == 1, what="ingest after the restart", daemon=daemon)
+    wait_for(lambda: daemon.logged("session ingested"), what="ingest after the restart", daemon=daemon)
     assert daemon.stop() == 0
 
 
-def test_status_knows_a_live_daemon_while_the_database_is_down(setup, daemons, database):
+def test_status_knows_a_live_daemon_while_the_database_is_down(setup, daemons, own_server):
     import yaml
-    from test_daemon import _embedded_server, _pg_ctl
+
+    from mapd import database
+    from mapd.config import load_config
+    from test_daemon import start_server, stop_server
 
     rig, write_config = setup
-    config = write_config()
+    config = write_config(own_state=own_server[1])
+    server = database.start(load_config(config))  # this process keeps it up (own_server stops it)
     body = yaml.safe_load(config.read_text())
-    # A lab server (here: the embedded one, reached as a server): mapd does not restart it, so it stays down.
-    body["database"] = {"backend": "postgresql", "host": database.params.host, "port": database.params.port,
-                        "user": "postgres"}
+    # A lab server (here: an embedded one, reached as a server): mapd does not restart it, so it stays down.
+    body["database"] = {"backend": "postgresql", "host": server.host, "port": server.port, "user": "postgres"}
     config.write_text(yaml.safe_dump(body))
     daemon = daemons(config)
     wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
-    server = _embedded_server(database)
-    _pg_ctl(server, "stop", "-m", "fast")
+    stop_server(own_server[1] / "pgdata")
     try:
         wait_for(lambda: daemon.logged("database cannot do the work now; retrying"), what="outage", daemon=daemon)
         status = run_mapd("status", config=config)
@@ -148,8 +150,7 @@ def test_status_knows_a_live_daemon_while_the_database_is_down(setup, daemons, d
         report = json.loads(run_mapd("status", "--json", config=config).stdout)
         assert report["local_daemon"]["alive"] and report["database"] != "ok"
     finally:
-        server.ensure_postgres_running()
-        database.connection.connect()
+        start_server(own_server[1] / "pgdata")
     assert daemon.stop() == 0
     assert "daemon here" not in run_mapd("status", config=config).stdout  # a clean stop removes the file
 

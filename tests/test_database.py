@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import place_real_session, run_mapd, start_mapd
+from conftest import TEST_DATABASE, place_real_session, postmasters, run_mapd, start_mapd, wait_until_stopped
 from mapd import database
 from mapd.backfill import rescan
 from mapd.config import load_config
@@ -23,53 +22,12 @@ from mapd.subjects import SubjectEntry, add_subjects
 HOLD = ("shell", "-c", "import sys; print('open', flush=True); sys.stdin.read()")
 
 
-@pytest.fixture
-def own_server(tmp_path):
-    """A state dir of the test's own, for servers the test starts, kills and stops (not the run's shared one).
-
-    Returns (config path, state dir). Whatever the test did, its server is gone afterwards.
-    """
-    # Short (the socket lives in pgdata) and readable by the `pgserver` user postgres runs as under root.
-    state = Path(tempfile.mkdtemp(prefix="mapd-srv-", dir="/tmp"))
-    state.chmod(0o755)
-    config = tmp_path / "mapd.yaml"
-    config.write_text(f"state_dir: {state}\nsession_user: a\n")
-    yield config, state
-    database.release_embedded(state)  # stops it, if this process was its (last) user
-    for pid in postmasters(state / "pgdata"):
-        os.kill(pid, signal.SIGQUIT)  # a test that failed half-way: immediate shutdown
-    wait_until_stopped(state / "pgdata", 10)
-    subprocess.run(["rm", "-rf", str(state)])
-
-
-def postmasters(pgdata: Path) -> list[int]:
-    """The live postmasters of ``pgdata`` (zombies have no command line and are not listed)."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if cmdline and cmdline[0].endswith(b"postgres") and str(pgdata).encode() in b" ".join(cmdline):
-                found[int(proc.name)] = parent
-    # A child forked a moment ago still has its postmaster's command line.
-    return [pid for pid, parent in found.items() if parent not in found]
-
-
 def hold_open(config: Path, count: int = 1) -> subprocess.Popen | list[subprocess.Popen]:
     """``mapd shell`` using the database until the test closes its stdin (``count`` of them, started together)."""
     processes = [start_mapd(*HOLD, config=config, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                  for _ in range(count)]
     assert all(process.stdout.readline().strip() == "open" for process in processes)
     return processes[0] if count == 1 else processes
-
-
-def wait_until_stopped(pgdata: Path, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while postmasters(pgdata) and time.time() < deadline:
-        time.sleep(0.1)
 
 
 def test_a_one_shot_command_stops_the_server_it_started(own_server):
@@ -153,12 +111,12 @@ def test_a_killed_server_is_restarted_under_the_same_connection(own_server):
     params = database.start(config)
     instance = database.connect(params)
     assert instance.connection.query("SELECT 1").fetchone()[0] == 1
-    assert database.embedded_server_alive(state)
+    assert database.embedded_server_alive(state / "pgdata")
     os.kill(int((state / "pgdata" / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
     deadline = time.time() + 5
-    while database.embedded_server_alive(state) and time.time() < deadline:
+    while database.embedded_server_alive(state / "pgdata") and time.time() < deadline:
         time.sleep(0.05)
-    assert not database.embedded_server_alive(state)
+    assert not database.embedded_server_alive(state / "pgdata")
 
     # Several processes restart it at once: one server comes up, and all of them use it.
     others = [start_mapd(*HOLD, config=config_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -166,7 +124,7 @@ def test_a_killed_server_is_restarted_under_the_same_connection(own_server):
     try:
         assert database.restart_embedded(config) == params  # same socket and port
         assert all(other.stdout.readline().strip() == "open" for other in others)
-        assert len(postmasters(state / "pgdata")) == 1 and database.embedded_server_alive(state)
+        assert len(postmasters(state / "pgdata")) == 1 and database.embedded_server_alive(state / "pgdata")
         instance.connection.connect()  # DataJoint's own connection object, reconnected
         assert instance.connection.query("SELECT 1").fetchone()[0] == 1
     finally:
@@ -174,7 +132,7 @@ def test_a_killed_server_is_restarted_under_the_same_connection(own_server):
             other.stdin.close()
             other.wait(timeout=60)
     assert len(postmasters(state / "pgdata")) == 1  # this process still uses it
-    database.release_embedded(state)
+    database.release_embedded(state / "pgdata")
     assert postmasters(state / "pgdata") == []
 
 
@@ -189,7 +147,7 @@ def small_disk(own_server):
         yield config, state
     finally:
         try:
-            database.release_embedded(state)
+            database.release_embedded(state / "pgdata")
         finally:
             for pid in postmasters(state / "pgdata"):
                 os.kill(pid, signal.SIGQUIT)
@@ -212,7 +170,7 @@ def test_errors_quote_the_server_log_without_row_data(small_disk):
     log = (state / "pgdata" / "log").read_text()
     assert "STATEMENT:  INSERT INTO animal VALUES (1, 'secret-row-data')" in log
     assert "No space left on device" in log
-    tail = database.server_log_tail(state)
+    tail = database.server_log_tail(state / "pgdata")
     assert 0 < len(tail) <= 5 and all(len(line) <= 200 for line in tail)
     assert any("No space left on device" in line for line in tail)
     assert not any(word in line for line in tail for word in ("secret", "INSERT", "STATEMENT", "DETAIL"))
@@ -251,7 +209,7 @@ def test_postgresql_backend_on_a_server(db, tmp_path, rig_root):
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\nsession_user: daveliu\n"
         f"database: {{backend: postgresql, host: '{db.params.host}', port: {db.params.port}, user: postgres, "
-        f"password_file: {password}}}\n"
+        f"password_file: {password}, schema_prefix: {TEST_DATABASE['schema_prefix']}}}\n"
         f"rig_data_paths: [{{rig: RRig, path: '{rig_root}'}}]\ningest: {{min_behavior_file_bytes: 0}}\n"
         "daemon: {settle_seconds: 0}\n"
     )

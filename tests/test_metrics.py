@@ -10,7 +10,7 @@ from datetime import timedelta
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import run_mapd
+from conftest import TEST_DATABASE, run_mapd
 from test_daemon import DAY, FAST, DaemonProcess, session_count, setup, wait_for, write_session  # noqa: F401 (setup)
 
 
@@ -39,7 +39,7 @@ def test_metrics_endpoint_and_health_check_of_a_running_daemon(setup, state_dir,
     port = free_port()
     config = tmp_path / "mapd.yaml"
     config.write_text(yaml.safe_dump({
-        "state_dir": str(state_dir), "session_user": "daveliu",
+        "state_dir": str(state_dir), "database": TEST_DATABASE, "session_user": "daveliu",
         "rig_data_paths": [{"rig": "RRig", "path": str(rig)}, {"rig": "Tower2", "path": str(gone)}],
         "ingest": {"min_behavior_file_bytes": 0}, "daemon": FAST, "metrics": {"listen": f"127.0.0.1:{port}"},
     }))
