@@ -118,6 +118,6 @@ def in_scratch_directory(prefix: str, body: Callable[[Path], int]) -> int:
     try:
         return body(work)
     finally:
-        release_embedded(work / "state")  # the last user: the server stops
+        release_embedded(work / "state" / "pgdata")  # the last user: the server stops
         stop_leftover_server(work / "state")
         shutil.rmtree(work, ignore_errors=True)
