@@ -17,7 +17,7 @@ import yaml
 
 import bpodgen
 import ephysgen
-from conftest import TEST_DATABASE, run_mapd
+from conftest import TEST_DATABASE, mapd_here, run_mapd
 from mapd.archive.local import PARTIAL_SUFFIX
 from mapd.failpoints import FAILPOINT_ENV
 from mapd.schemas import ingest, publication
@@ -67,7 +67,7 @@ def site(db, tmp_path, state_dir):
 
 
 def ingest_all(config: Path) -> None:
-    result = run_mapd("rescan", config=config)
+    result = mapd_here("rescan", config=config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(ingest.EphysIngest()) == 1
 
@@ -83,7 +83,7 @@ def archive_listing(site) -> list[str]:
 def test_archive_cleanup_and_retrieve_by_command(site):
     config = site["write_config"]()
     ingest_all(config)
-    result = run_mapd("archive", config=config)
+    result = mapd_here("archive", config=config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "archived 2" in result.stdout
     copies = {source: archived_path(site, source, "behavior", site["rig"]) for source in [site["behavior"]]}
@@ -98,47 +98,47 @@ def test_archive_cleanup_and_retrieve_by_command(site):
     assert {f["file_type"] for f in files} == {"behavior-bpod", "ap-30kHz", "ap-30kHz-meta"}
     assert len(publication.ArchivedSession()) == 1 and len(publication.ArchivedSession.BehaviorData()) == 1
     assert len(publication.ArchivedRawEphys()) == 1
-    status = run_mapd("status", "--json", config=config)
+    status = mapd_here("status", "--json", config=config)
     assert status.returncode == 0
     archive = yaml.safe_load(status.stdout)["archive"]
     assert archive["batches"] == {"archived": 2} and archive["files"] == {"archived": 3}
 
     # cleanup off: the dry run lists every file as staying, with the reason
-    dry = run_mapd("cleanup", "--dry-run", config=config)
+    dry = mapd_here("cleanup", "--dry-run", config=config)
     assert dry.returncode == 0 and dry.stdout.count("stays: ") == 3 and "would go: " not in dry.stdout
-    refused = run_mapd("cleanup", config=config)
+    refused = mapd_here("cleanup", config=config)
     assert refused.returncode == 2 and "cleanup is off" in refused.stderr
 
     config = site["write_config"](cleanup={"enabled": True, "grace_seconds": 0,
                                            "roots": [str(site["rig"]), str(site["ephys"])]})
-    dry = run_mapd("cleanup", "--dry-run", config=config)
+    dry = mapd_here("cleanup", "--dry-run", config=config)
     assert dry.stdout.count("would go: ") == 3, dry.stdout
     assert all(source.exists() for source in copies)  # a dry run deletes nothing
-    done = run_mapd("cleanup", config=config)
+    done = mapd_here("cleanup", config=config)
     assert done.returncode == 0 and done.stdout.count("deleted: ") == 3, done.stdout + done.stderr
     assert not any(source.exists() for source in copies)
     assert site["probe"].folder.is_dir()  # the sorting output stays: only archived files go
-    status = yaml.safe_load(run_mapd("status", "--json", config=config).stdout)
+    status = yaml.safe_load(mapd_here("status", "--json", config=config).stdout)
     assert status["archive"]["freed_bytes"] == {"RRig": site_size(copies, "behavior"),
                                                 "ephys": site_size(copies, "ephys_raw")}
 
     # mapd deleted them itself: not re-queued, not reported changed or missing
-    again = run_mapd("rescan", config=config)
+    again = mapd_here("rescan", config=config)
     assert again.returncode == 0, again.stdout + again.stderr
     assert set(ingest.SourceFile.to_arrays("state")) == {"ingested"}
 
     # retrieval gives identical bytes, and never overwrites a different file
     out = site["tmp"] / "retrieved"
-    got = run_mapd("retrieve", "--to", str(out), "--h2o", H2O, config=config)
+    got = mapd_here("retrieve", "--to", str(out), "--h2o", H2O, config=config)
     assert got.returncode == 0, got.stdout + got.stderr
     for copy in copies.values():
         back = out / copy.relative_to(site["archive"])
         assert back.read_bytes() == copy.read_bytes()
-    only_behavior = run_mapd("retrieve", "--to", str(site["tmp"] / "b"), "--kind", "behavior", config=config)
+    only_behavior = mapd_here("retrieve", "--to", str(site["tmp"] / "b"), "--kind", "behavior", config=config)
     assert "1 file(s)" in only_behavior.stdout
     meta = out / next(c for c in copies.values() if c.name.endswith(".meta")).relative_to(site["archive"])
     meta.write_text("someone's edit\n")
-    clash = run_mapd("retrieve", "--to", str(out), config=config)
+    clash = mapd_here("retrieve", "--to", str(out), config=config)
     assert clash.returncode == 1 and "not overwritten" in clash.stderr and str(meta) in clash.stderr
     assert meta.read_text() == "someone's edit\n"
 
@@ -150,7 +150,7 @@ def site_size(copies: dict[Path, Path], kind: str) -> int:
 def test_the_table_method_retrieves_like_the_seed(site):
     config = site["write_config"]()
     ingest_all(config)
-    assert run_mapd("archive", config=config).returncode == 0
+    assert mapd_here("archive", config=config).returncode == 0
     out = site["tmp"] / "by-method"
     paths = (publication.ArchivedRawEphys() & {"subject_id": SUBJECT}).retrieve(to=out)
     assert sorted(p.name for p in paths) == sorted(RAW_NAMES)
@@ -163,7 +163,7 @@ def test_a_different_file_in_the_archive_is_never_overwritten(site):
     squatter = archived_path(site, site["behavior"], "behavior", site["rig"])
     squatter.parent.mkdir(parents=True)
     squatter.write_bytes(b"not the session")
-    result = run_mapd("archive", config=config)
+    result = mapd_here("archive", config=config)
     assert result.returncode == 1
     assert "a different file is already there; not overwritten" in result.stdout
     assert squatter.read_bytes() == b"not the session"
@@ -205,10 +205,10 @@ def test_cleanup_keeps_every_file_a_rule_does_not_let_go(site):
     outside.mkdir()
     config = site["write_config"]()
     ingest_all(config)
-    assert run_mapd("archive", config=config).returncode == 0
+    assert mapd_here("archive", config=config).returncode == 0
     behavior, (bin_file, meta) = site["behavior"], site["raw"]
     rules = {"enabled": True, "grace_seconds": 3600, "roots": [str(site["rig"]), str(site["ephys"])]}
-    kept = run_mapd("cleanup", config=site["write_config"](cleanup=rules))
+    kept = mapd_here("cleanup", config=site["write_config"](cleanup=rules))
     assert kept.stdout.count("stays: ") == 3 and "grace period: may go after" in kept.stdout
     # grace over; one file changed, one with its content changed behind an old mtime, one escaping by a symlink
     rules["grace_seconds"] = 0
@@ -221,7 +221,7 @@ def test_cleanup_keeps_every_file_a_rule_does_not_let_go(site):
     moved = outside / bin_file.name
     bin_file.rename(moved)
     bin_file.symlink_to(moved)
-    result = run_mapd("cleanup", config=site["write_config"](cleanup=rules))
+    result = mapd_here("cleanup", config=site["write_config"](cleanup=rules))
     assert result.returncode == 0
     assert "changed since it was archived (sha256 read again)" in result.stdout
     assert "changed since it was archived (size or mtime)" in result.stdout
@@ -233,12 +233,12 @@ def test_cleanup_keeps_files_whose_archive_copy_is_gone_or_unverified(site):
     config = site["write_config"]()
     ingest_all(config)
     rules = {"enabled": True, "grace_seconds": 0, "roots": [str(site["tmp"] / "rigs" / ".." / "ephys")]}
-    assert run_mapd("archive", config=config).returncode == 0
+    assert mapd_here("archive", config=config).returncode == 0
     ingest.ArchiveBatch.update1(dict((ingest.ArchiveBatch & {"part": "behavior"}).keys()[0], state="pending"))
     for key in (ingest.ArchiveFile & (ingest.ArchiveBatch & {"part": "behavior"}).proj()).keys():
         ingest.ArchiveFile.update1(dict(key, state="pending", verified_time=None))  # as if never verified
     archived_path(site, site["raw"][0], "ephys_raw", site["ephys"]).unlink()  # someone removed the archive's copy
-    result = run_mapd("cleanup", config=site["write_config"](cleanup=rules))
+    result = mapd_here("cleanup", config=site["write_config"](cleanup=rules))
     assert "not archived yet (batch pending)" in result.stdout
     assert result.stdout.count("the archive's copy cannot be confirmed") == 2
     assert site["behavior"].exists() and all(raw.exists() for raw in site["raw"])
@@ -253,17 +253,19 @@ def test_the_daemon_archives_and_cleans_after_the_grace_period(site, daemons):
     wait_for(lambda: set(ingest.ArchiveFile.to_arrays("state")) == {"cleaned"}, what="cleaned", daemon=daemon,
              timeout=60)
     assert not any(source.exists() for source in [site["behavior"], *site["raw"]])
-    status = run_mapd("status", config=config)
+    status = mapd_here("status", config=config)
     assert "freed by cleanup: RRig" in status.stdout
-    # it never re-queues what it deleted: the probe folder stays ingested through later scans
+    # What it deleted is never taken for a change: the probe folder, smaller now, is looked at again (by the
+    # watcher, or by the full scan of a restart when stopped first) and found ingested, nothing else.
     daemon.stop()
     again = daemons(config)
-    wait_for(lambda: again.logged("scan complete"), what="a full scan", daemon=again)
-    assert set(ingest.SourceFile.to_arrays("state")) == {"ingested"}
+    wait_for(lambda: again.logged("scan complete") and set(ingest.SourceFile.to_arrays("state")) == {"ingested"},
+             what="a full scan", daemon=again)
     assert not again.logged("file failed") and not again.logged("probe folder changed after ingest; not ingested again")
+    assert not again.logged("session ingested") and not again.logged("probe ingested")
     assert again.stop() == 0
     out = site["tmp"] / "back"
-    assert run_mapd("retrieve", "--to", str(out), config=config).returncode == 0
+    assert mapd_here("retrieve", "--to", str(out), config=config).returncode == 0
     assert len([p for p in out.rglob("*") if p.is_file()]) == 3
 
 
@@ -375,7 +377,7 @@ def test_a_path_that_escapes_its_root_by_dot_dot_stays(site):
 
     config = site["write_config"]()
     ingest_all(config)
-    assert run_mapd("archive", config=config).returncode == 0
+    assert mapd_here("archive", config=config).returncode == 0
     rules = {"enabled": True, "grace_seconds": 0, "roots": [str(site["ephys"])]}
     # The behavior file as a path that starts with the root but leaves it: ephys/../rigs/RRig/...
     key = (ingest.ArchiveFile & {"kind": "behavior"}).keys()[0]

@@ -9,7 +9,7 @@ import yaml
 
 import bpodgen
 import ephysgen
-from conftest import run_mapd
+from conftest import mapd_here
 from mapd.schemas import ephys, ingest
 from test_daemon import DAY, daemons, session_count, setup, wait_for, write_session  # noqa: F401
 
@@ -39,7 +39,7 @@ def test_a_probe_waits_for_its_behavior_session_then_is_ingested(setup, daemons,
     waiting = (ingest.SourceFile & {"kind": "probe"}).to_dicts()[0]
     assert "behavior session" in waiting["reason"] and waiting["subpath"] == probe.folder.relative_to(
         ephys_root).as_posix()
-    status = run_mapd("status", config=config)
+    status = mapd_here("status", config=config)
     assert "probes: waiting 1" in status.stdout and "(for " in status.stdout
 
     behavior_path.parent.mkdir(parents=True)
@@ -84,22 +84,22 @@ def test_rescan_takes_probes_and_reports_changes_and_bad_folders(setup, tmp_path
     write_session(rig, bad_day, n_trials=25, seed=9)
     ephysgen.write_probe(ephys_root, h2o="dl7", session_date=bad_day.date(), n_spikes=4000, n_units=4,
                          behavior=ephysgen.random_codes(25, 99), trial_num=False)  # codes of another session
-    first = run_mapd("rescan", config=config)
+    first = mapd_here("rescan", config=config)
     assert first.returncode == 1, first.stdout + first.stderr  # the mismatched probe failed
     assert "probes: 2 folders" in first.stdout and "  ingested                  1" in first.stdout
     failed = (ingest.SourceFile & {"kind": "probe", "state": "failed"}).to_dicts()
     assert len(failed) == 1 and "bitcodes match" in failed[0]["reason"], failed
 
     os.utime(probe.bitcode, (1e9, 1e9))  # touched: same bytes
-    again = run_mapd("rescan", config=config)
+    again = mapd_here("rescan", config=config)
     assert "  already ingested          1" in again.stdout.split("probes:")[1], again.stdout
     data = bytearray(probe.bitcode.read_bytes())
     data[-1] ^= 0xFF
     probe.bitcode.write_bytes(bytes(data))
-    changed = run_mapd("rescan", config=config)
+    changed = mapd_here("rescan", config=config)
     assert "  changed                   1" in changed.stdout.split("probes:")[1], changed.stdout
     assert "dl7_bitcode.mat" in (ingest.SourceFile & {"kind": "probe", "state": "changed"}).to_dicts()[0]["reason"]
     assert len(ephys.ProbeInsertion()) == 1
 
-    retried = run_mapd("retry", "--all", config=config)
+    retried = mapd_here("retry", "--all", config=config)
     assert "1 failed file queued again" in retried.stdout

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import bpodgen
-from conftest import REAL_SESSION, run_mapd
+from conftest import mapd_here, run_mapd
 from mapd.schemas import experiment, ingest
 from test_daemon import DAY, daemons, file_states, session_count, setup, wait_for, write_session  # noqa: F401
 
@@ -45,7 +44,7 @@ def test_odd_names_fifos_and_copies_never_stop_the_daemon(setup, daemons, tmp_pa
 
     # Retrying a file whose name gives no day used to kill the daemon (a claim with a null date).
     before = (ingest.SourceFile & {"state": "failed"}).to_dicts()[0]["updated_time"]
-    retried = run_mapd("retry", "--all", config=config)
+    retried = mapd_here("retry", "--all", config=config)
     assert retried.returncode == 0 and "1 failed file queued again" in retried.stdout
     wait_for(lambda: states() == ["failed", "ignored", "ingested", "skipped"] and
              (ingest.SourceFile & {"state": "failed"}).to_dicts()[0]["updated_time"] > before, what="failed again",
@@ -68,7 +67,7 @@ def test_a_missing_share_is_reported_and_watched_when_it_returns(setup, daemons,
     unusable = next(e for e in daemon.events() if e.get("event") == "data path unusable: not watched until it returns")
     assert unusable["health"] == "missing" and unusable["path"] == str(share)
     assert not any(e.get("event") == "watching" and e.get("path") == str(share) for e in daemon.events())
-    report = json.loads(run_mapd("status", "--json", config=config).stdout)
+    report = json.loads(mapd_here("status", "--json", config=config).stdout)
     assert next(p for p in report["paths"] if p["rig"] == "Share")["health"] == "missing"
 
     share.mkdir()  # the share is mounted
@@ -101,8 +100,9 @@ def test_connection_lost_during_an_ingest_is_retried(setup, daemons, database):
     finally:
         stop.set()
         cutter.join()
-    wait_for(lambda: session_count() == 1, what="ingest on a fresh connection", daemon=daemon, timeout=90)
-    assert states() == ["ingested"]
+    # The file's state is recorded just after its session commits: wait for both.
+    wait_for(lambda: session_count() == 1 and states() == ["ingested"], what="ingest on a fresh connection",
+             daemon=daemon, timeout=90)
     assert not any("Nested" in json.dumps(e) for e in daemon.events())
     assert daemon.stop() == 0
 

@@ -10,7 +10,7 @@ import pytest
 
 import bpodgen
 import ephysgen
-from conftest import place_real_session, run_mapd
+from conftest import mapd_here, place_real_session
 from mapd.backfill import rescan
 from mapd.export.nwb import NwbExists, nwb_path, session_timezone, write_nwb
 from mapd.export.session import SessionSelection, read_session, select_sessions
@@ -210,20 +210,20 @@ def test_the_commands_export_each_session_and_one_failure_stops_no_other(config,
     out = tmp_path / "out"
     out.mkdir()
     (out / "sub-1002").write_text("not a directory")  # dl8's session cannot be written
-    result = run_mapd("export", "nwb", "--out", str(out), config=config.source)
+    result = mapd_here("export", "nwb", "--out", str(out), config=config.source)
     assert result.returncode == 1, result.stderr
     assert "dl8 2018-03-02: failed: " in result.stdout and "sub-1002" in result.stdout
     assert "3 sessions: written 2, exists 0, failed 1" in result.stdout
     assert sorted(p.name for p in (out / f"sub-{SUBJECT}").iterdir()) == [
         f"sub-{SUBJECT}_ses-20180301_behavior.nwb", f"sub-{SUBJECT}_ses-20180303_behavior.nwb"]
-    again = run_mapd("export", "nwb", "--out", str(out), "--h2o", H2O, "--until", "2018-03-01", config=config.source)
+    again = mapd_here("export", "nwb", "--out", str(out), "--h2o", H2O, "--until", "2018-03-01", config=config.source)
     assert again.returncode == 0 and "1 sessions: written 0, exists 1, failed 0" in again.stdout
-    report = run_mapd("report", "--out", str(tmp_path / "reports"), "--subject-id", "1002", config=config.source)
+    report = mapd_here("report", "--out", str(tmp_path / "reports"), "--subject-id", "1002", config=config.source)
     assert report.returncode == 0, report.stderr
     assert (tmp_path / "reports" / "sub-1002" / "ses-20180302" / "performance.png").is_file()
-    none = run_mapd("report", "--out", str(tmp_path), "--since", "2019-01-01", config=config.source)
+    none = mapd_here("report", "--out", str(tmp_path), "--since", "2019-01-01", config=config.source)
     assert none.returncode == 2 and none.stderr.strip() == "mapd: no ingested session matches the selection"
-    bad = run_mapd("export", "nwb", "--out", str(tmp_path), "--since", "March", config=config.source)
+    bad = mapd_here("export", "nwb", "--out", str(tmp_path), "--since", "March", config=config.source)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
