@@ -67,7 +67,7 @@ def site(db, tmp_path, state_dir):
 
 
 def ingest_all(config: Path) -> None:
-    result = mapd_here("rescan", config=config)
+    result = run_mapd("rescan", config=config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(ingest.EphysIngest()) == 1
 
@@ -123,7 +123,7 @@ def test_archive_cleanup_and_retrieve_by_command(site):
                                                 "ephys": site_size(copies, "ephys_raw")}
 
     # mapd deleted them itself: not re-queued, not reported changed or missing
-    again = mapd_here("rescan", config=config)
+    again = run_mapd("rescan", config=config)
     assert again.returncode == 0, again.stdout + again.stderr
     assert set(ingest.SourceFile.to_arrays("state")) == {"ingested"}
 

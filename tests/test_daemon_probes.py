@@ -9,7 +9,7 @@ import yaml
 
 import bpodgen
 import ephysgen
-from conftest import mapd_here
+from conftest import mapd_here, run_mapd
 from mapd.schemas import ephys, ingest
 from test_daemon import DAY, daemons, session_count, setup, wait_for, write_session  # noqa: F401
 
@@ -84,19 +84,19 @@ def test_rescan_takes_probes_and_reports_changes_and_bad_folders(setup, tmp_path
     write_session(rig, bad_day, n_trials=25, seed=9)
     ephysgen.write_probe(ephys_root, h2o="dl7", session_date=bad_day.date(), n_spikes=4000, n_units=4,
                          behavior=ephysgen.random_codes(25, 99), trial_num=False)  # codes of another session
-    first = mapd_here("rescan", config=config)
+    first = run_mapd("rescan", config=config)
     assert first.returncode == 1, first.stdout + first.stderr  # the mismatched probe failed
     assert "probes: 2 folders" in first.stdout and "  ingested                  1" in first.stdout
     failed = (ingest.SourceFile & {"kind": "probe", "state": "failed"}).to_dicts()
     assert len(failed) == 1 and "bitcodes match" in failed[0]["reason"], failed
 
     os.utime(probe.bitcode, (1e9, 1e9))  # touched: same bytes
-    again = mapd_here("rescan", config=config)
+    again = run_mapd("rescan", config=config)
     assert "  already ingested          1" in again.stdout.split("probes:")[1], again.stdout
     data = bytearray(probe.bitcode.read_bytes())
     data[-1] ^= 0xFF
     probe.bitcode.write_bytes(bytes(data))
-    changed = mapd_here("rescan", config=config)
+    changed = run_mapd("rescan", config=config)
     assert "  changed                   1" in changed.stdout.split("probes:")[1], changed.stdout
     assert "dl7_bitcode.mat" in (ingest.SourceFile & {"kind": "probe", "state": "changed"}).to_dicts()[0]["reason"]
     assert len(ephys.ProbeInsertion()) == 1

@@ -51,7 +51,7 @@ def test_a_too_long_h2o_and_a_very_long_path_fail_alone(rigs):
     long_path = bpodgen.write_session(deep / "dl25_tw_20180502_100000.mat", start=DAY, n_trials=3).path
     assert len(str(long_path.relative_to(roots["RRig"]))) > 1024
 
-    result = mapd_here("rescan", config=config)
+    result = run_mapd("rescan", config=config)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 1  # one file failed
     assert "  ingested                  2  (2 sessions" in result.stdout  # the real session and its long-path copy
@@ -66,7 +66,7 @@ def test_the_same_relative_path_under_two_rigs(rigs):
     first = place_real_session(roots["RRig"])
     copy = place_real_session(roots["Tower2"])  # byte-identical copy
 
-    result = mapd_here("rescan", config=config)
+    result = run_mapd("rescan", config=config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(experiment.Session()) == 1
     skipped = rows("skipped")
@@ -75,7 +75,7 @@ def test_the_same_relative_path_under_two_rigs(rigs):
 
     # Another file at the same relative path under the other rig: its own file, a conflict; the first stays ingested.
     copy.write_bytes(copy.read_bytes() + b"\0" * 16)
-    again = mapd_here("rescan", config=config)
+    again = run_mapd("rescan", config=config)
     assert again.returncode == 1
     assert [row["rig"] for row in rows("failed")] == ["Tower2"]
     assert "RRig: dl25/tw2/Session Data/dl25_tw2_20180225_102508.mat of the same name is ingested" in again.stdout
@@ -86,19 +86,19 @@ def test_the_same_relative_path_under_two_rigs(rigs):
 def test_touch_is_not_a_change_but_new_bytes_are(rigs):
     roots, config = rigs
     path = place_real_session(roots["RRig"])
-    assert mapd_here("rescan", config=config).returncode == 0
+    assert run_mapd("rescan", config=config).returncode == 0
     recorded = rows("ingested")[0]
     assert recorded["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
 
     os.utime(path, (1e9, 1e9))  # touch: same bytes, new mtime
-    touched = mapd_here("rescan", config=config)
+    touched = run_mapd("rescan", config=config)
     assert touched.returncode == 0 and "  already ingested          1" in touched.stdout, touched.stdout
     assert rows("ingested")[0]["file_mtime"] == 1e9 and not rows("changed")
 
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    changed = mapd_here("rescan", config=config)
+    changed = run_mapd("rescan", config=config)
     assert "  changed                   1" in changed.stdout, changed.stdout
     assert changed.returncode == 0  # reported, not a failure
     assert "content differs from the ingested file" in rows("changed")[0]["reason"]
@@ -137,7 +137,7 @@ def test_status_lists_skipped_files_with_reasons(rigs):
     roots, config = rigs
     path = bpodgen.write_session(bpodgen.session_path(roots["RRig"], "dl25", "tw", DAY), start=DAY, n_trials=5,
                                  protocol_type=2).path
-    assert mapd_here("rescan", config=config).returncode == 0
+    assert run_mapd("rescan", config=config).returncode == 0
     report = status_json(config)
     assert [problem["path"] for problem in report["skipped"]] == [str(path)]
     assert "no ingestible trial (5 GUI.ProtocolType < 3)" in report["skipped"][0]["reason"]
@@ -151,7 +151,7 @@ def test_missing_data_path_is_loud(rigs, write_config, tmp_path):
     config = write_config({"RRig": roots["RRig"], "Gone": missing})
     place_real_session(roots["RRig"])
 
-    result = mapd_here("rescan", config=config)
+    result = run_mapd("rescan", config=config)
     assert result.returncode == 1
     assert f"warning: rig Gone: {missing} does not exist (share not mounted?)" in result.stderr
     assert "  ingested                  1" in result.stdout  # the other rig is not held up
@@ -217,7 +217,7 @@ def test_control_characters_are_escaped_and_a_closed_pipe_is_quiet(rigs):
     odd = roots["RRig"] / "dl25" / "tw\n2\x1b[31m" / "Session Data"
     odd.mkdir(parents=True)
     (odd / "dl25_tw2_20180225_1025.mat").write_bytes(b"not a session name")
-    result = mapd_here("rescan", config=config)
+    result = run_mapd("rescan", config=config)
     assert "tw\\n2\\x1b[31m/Session Data/dl25_tw2_20180225_1025.mat" in result.stdout
     assert "\x1b" not in result.stdout
     text = mapd_here("status", config=config).stdout
