@@ -355,7 +355,6 @@ def _retry(args) -> int:
     _open(config)
     if args.all:
         from .archive.stage import requeue_failed_batches
-
         from .schemas.ingest import SessionExport
 
         count = requeue_failed()

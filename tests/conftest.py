@@ -297,31 +297,22 @@ def _started_by_this_process(before: set = frozenset()) -> list[psutil.Process]:
     """Live processes not in ``before`` that descend from pytest or carry this process's mark (not Python's helpers)."""
     me = psutil.Process()
     children = {child.pid for child in me.children(recursive=True)}
-    found = []
-    for process in psutil.process_iter(["create_time", "cmdline", "name", "status"]):
-        try:
-            if (process.pid, process.info["create_time"]) in before:
-                continue
-            if process.pid == me.pid or process.info["status"] == psutil.STATUS_ZOMBIE:
-                continue  # a zombie is dead: nothing runs, only its exit status waits to be read
-            if process.pid not in children and process.environ().get(RUN_MARK) != str(me.pid):
-                continue
-            if _python_helper(process):
-                continue
-            found.append(process)
-        except psutil.Error:
-            continue
-    return found
+    return _live_others(lambda process: (process.pid, process.info["create_time"]) not in before and (
+        process.pid in children or process.environ().get(RUN_MARK) == str(me.pid)))
 
 
 def _of_this_run() -> list[psutil.Process]:
     """Live processes of the whole run (any pytest process's, by the inherited run directory), but this one."""
+    return _live_others(lambda process: process.environ().get(RUN_DIR_ENV) == str(RUN_DIR))
+
+
+def _live_others(wanted) -> list[psutil.Process]:
+    """Live processes but this one, not zombies (dead, their exit status waiting) nor Python's helpers, ``wanted``."""
     found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
+    for process in psutil.process_iter(["create_time", "cmdline", "name", "status"]):
         try:
             if (process.pid != os.getpid() and process.info["status"] != psutil.STATUS_ZOMBIE
-                    and process.environ().get(RUN_DIR_ENV) == str(RUN_DIR)
-                    and not _python_helper(process)):
+                    and not _python_helper(process) and wanted(process)):
                 found.append(process)
         except psutil.Error:
             continue
