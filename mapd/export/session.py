@@ -280,7 +280,7 @@ def _read_probe(key: SessionKey, number: int, trials: Trials) -> ProbeData:
     insertion = _read_insertion(restriction)
     units = (ephys.Unit & restriction).proj(
         "unit_uid", "unit_quality", "unit_site", "electrode", "unit_posx", "unit_posy", "unit_amp", "unit_snr",
-        "waveform", spikes_all="spike_times").to_dicts(order_by=("clustering_method", "unit"))
+        "waveform").to_dicts(order_by=("clustering_method", "unit"))
     aligned = _read_trial_spikes(restriction, [(u["clustering_method"], u["unit"]) for u in units])
     times, offsets = _on_session_clock(aligned, len(units), trials)
     return ProbeData(
