@@ -12,7 +12,7 @@ import bpodgen
 import ephysgen
 from conftest import mapd_here, place_real_session
 from mapd.backfill import rescan
-from mapd.export.nwb import NwbExists, nwb_path, session_timezone, write_nwb
+from mapd.export.nwb import NwbExists, session_timezone, write_nwb
 from mapd.export.session import SessionSelection, read_session, select_sessions
 from mapd.formats.probe_folders import inspect_probe_folder
 from mapd.ingest.probe import ingest_probe
@@ -240,18 +240,33 @@ def test_timezone_and_export_configuration(write_config):
         load_config(write_config(export={"videos": "v"}))
 
 
-def test_blobs_are_decoded_as_datajoint_decodes_them():
-    from datajoint import blob
+def test_trial_spikes_joined_by_the_server_are_the_ones_datajoint_decodes(config, rig_root, tmp_path):
+    from mapd.export import session as export_session
 
-    from mapd.export.session import _decode_float_blobs
+    def units_of(restriction):
+        return {(str(m), int(u)): k for k, (m, u) in enumerate(zip(*(ephys.Unit & restriction).to_arrays(
+            "clustering_method", "unit", order_by=("clustering_method", "unit"))))}
 
-    arrays = [np.arange(5, dtype=np.float64) / 7, np.array([]), np.array([-1.5]), np.linspace(0, 1, 3000)]
-    plain = [blob.pack(a, compress=False) for a in arrays]  # as the probe ingest writes them (COPY)
-    values, lengths = _decode_float_blobs(plain)
-    assert lengths.tolist() == [5, 0, 1, 3000]
-    np.testing.assert_array_equal(values, np.concatenate(arrays))
-    mixed = plain[:2] + [blob.pack(a) for a in arrays[2:]]  # DataJoint's insert compresses large blobs
-    values, lengths = _decode_float_blobs(mixed)
-    assert lengths.tolist() == [5, 0, 1, 3000]
-    np.testing.assert_array_equal(values, np.concatenate(arrays))
-    assert [a.size for a in (_decode_float_blobs([]))] == [0, 0]
+    ingest_generated_session(config, rig_root, tmp_path / "ephys", probes=2)
+    [key] = select_sessions(SessionSelection())
+    for number in (1, 2):
+        restriction = {**key.as_dict(), "insertion_number": number}
+        joined = export_session._trial_spikes_joined_by_server(restriction, units_of(restriction))
+        decoded = export_session._trial_spikes_decoded(restriction, units_of(restriction))
+        assert joined is not None and joined.trial.size == len(ephys.TrialSpikes & restriction) > 0
+        assert joined.times.size > 1000
+        for field in ("unit", "trial", "times", "offsets"):
+            np.testing.assert_array_equal(getattr(joined, field), getattr(decoded, field))
+
+    # A blob written by DataJoint's own insert is compressed: the server cannot join it, DataJoint decodes.
+    restriction = {**key.as_dict(), "insertion_number": 1}
+    units = list(units_of(restriction))
+    before = export_session._read_trial_spikes(restriction, units)
+    first = (ephys.TrialSpikes & restriction).to_dicts(order_by=("clustering_method", "unit", "trial"), limit=1)[0]
+    replaced = np.repeat([0.25, -0.5], 2000)  # compresses well: DataJoint stores it compressed
+    ephys.TrialSpikes.update1({**first, "spike_times": replaced})
+    assert export_session._trial_spikes_joined_by_server(restriction, units_of(restriction)) is None
+    after = export_session._read_trial_spikes(restriction, units)
+    np.testing.assert_array_equal(after.times[:replaced.size], replaced)
+    np.testing.assert_array_equal(after.times[replaced.size:], before.times[before.offsets[1]:])
+    np.testing.assert_array_equal(after.trial, before.trial)
