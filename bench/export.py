@@ -4,16 +4,23 @@ mapd: a generated JRClust v3 probe (default 10 million spikes, 300 units, 400
 recorded trials, its 405-trial behavior session ingested first) is ingested
 into a fresh embedded PostgreSQL in a temporary state_dir; then the session
 is exported with ``mapd.export`` (``read_session``: the database to arrays
-on the session clock, then ``write_nwb``: pynwb to the file), REPEATS times.
+on the session clock, then ``write_nwb``: pynwb to the file, flushed to disk
+before it is renamed into place), REPEATS times.
 
 Floor, in this process, on the very arrays the export wrote: h5py writing
 them (spike times, their per-unit index, the per-unit and per-trial columns,
-the licks) as datasets of one HDF5 file: the least any writer of these
-arrays must do. The database read is measured and printed on its own, and
-the ratio is given both for the whole export and for its writing part.
+the licks) as datasets of one HDF5 file and flushing it to disk as the export
+does: the least any writer of a durable file of these arrays must do.
 
-Target: the export's writing <= 3x the floor (the whole export's ratio is
-printed beside it).
+Printed beside it, to show where the time goes:
+- the database read, on its own, and the whole export's ratio;
+- the writing without the flush on either side (``write_nwb`` with its fsync
+  calls made no-ops, against the floor's h5py write alone): pynwb's own cost
+  against the page cache's;
+- pynwb's fixed cost: ``write_nwb`` of the same session with the probe's
+  spikes left out.
+
+Target: the export's writing <= 3x the floor.
 
     python bench/export.py [--spikes 10000000] [--units 300] [--trials 400]
 """
@@ -23,16 +30,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from statistics import median
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test_data"))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-REPEATS = 3
+REPEATS = 5
 TIME_TARGET = 3.0
 H2O = "bn0"
 SESSION_START = datetime(2019, 1, 7, 10, 0, 0)
@@ -105,14 +116,19 @@ def export_once(key, out: Path) -> dict:
     read = time.perf_counter() - started
     path = write_nwb(data, out)
     done = time.perf_counter()
+    with flush_skipped():
+        unflushed = timed(lambda: write_nwb(data, out, overwrite=True))
+        fixed = timed(lambda: write_nwb(without_spikes(data), out / "no-spikes"))
     return {"data": data, "read": read, "write": done - started - read, "total": done - started,
-            "mb": path.stat().st_size / 1e6}
+            "unflushed": unflushed, "fixed": fixed, "mb": path.stat().st_size / 1e6}
 
 
-def floor_once(data, path: Path) -> float:
-    """h5py writing the arrays of the NWB file (no pynwb, no table structure) into one HDF5 file."""
+def floor_once(data, path: Path) -> dict:
+    """h5py writing the arrays of the NWB file (no pynwb, no table structure) into one HDF5 file, then
+    the flush to disk the export makes."""
     import h5py
-    import numpy as np
+
+    from mapd.durable import fsync_file
 
     trials, licks = data.trials, data.licks
     started = time.perf_counter()
@@ -130,21 +146,56 @@ def floor_once(data, path: Path) -> float:
             f[f"trials/{name}"] = getattr(trials, name).astype("S")
         f["licks/time"], f["licks/side"] = licks.time, licks.side.astype("S")
         f["licks/trial"] = np.asarray(licks.trial)
+    written = time.perf_counter()
+    fsync_file(path)
+    return {"write": written - started, "total": time.perf_counter() - started}
+
+
+def timed(work) -> float:
+    started = time.perf_counter()
+    work()
     return time.perf_counter() - started
 
 
-def report(exports: list[dict], floors: list[float]) -> int:
+@contextmanager
+def flush_skipped():
+    """write_nwb without its fsync calls: what pynwb itself costs, against the page cache."""
+    from mapd.export import nwb
+
+    saved = nwb.fsync_file, nwb.fsync_directory
+    nwb.fsync_file = nwb.fsync_directory = lambda path: None
+    try:
+        yield
+    finally:
+        nwb.fsync_file, nwb.fsync_directory = saved
+
+
+def without_spikes(data):
+    probes = tuple(replace(p, spike_times=p.spike_times[:0], spike_offsets=np.zeros_like(p.spike_offsets))
+                   for p in data.probes)
+    return replace(data, probes=probes)
+
+
+def report(exports: list[dict], floors: list[dict]) -> int:
     for n, (run, floor) in enumerate(zip(exports, floors), start=1):
         print(f"  export {n}: {run['total']:.2f} s ({run['read']:.2f} s read_session + {run['write']:.2f} s "
-              f"write_nwb, {run['mb']:.0f} MB file); floor (h5py write of the same arrays) {floor:.2f} s")
+              f"write_nwb, {run['mb']:.0f} MB file); floor {floor['total']:.2f} s (h5py write {floor['write']:.2f} s "
+              f"+ flush); write_nwb without its flush {run['unflushed']:.2f} s, without the spikes {run['fixed']:.2f} s")
     spikes = sum(p.spike_times.size for p in exports[0]["data"].probes)
-    total, read, write = (median(r[k] for r in exports) for k in ("total", "read", "write"))
-    floor = median(floors)
+
+    def middle(runs, name):
+        return median(r[name] for r in runs)
+
+    total, read, write = (middle(exports, k) for k in ("total", "read", "write"))
+    floor, floor_write = middle(floors, "total"), middle(floors, "write")
     print(f"mapd: {spikes:,} spikes exported; median {total:.2f} s ({read:.2f} s reading the database, "
           f"{write:.2f} s writing the NWB file)")
-    print(f"floor: median {floor:.2f} s")
+    print(f"floor: median {floor:.2f} s (h5py write {floor_write:.2f} s, then the flush)")
     print(f"ratio write_nwb/floor: {write / floor:.2f} (target <= {TIME_TARGET}); whole export/floor: "
           f"{total / floor:.2f}")
+    print(f"without the flush on either side: write_nwb {middle(exports, 'unflushed'):.2f} s / h5py write "
+          f"{floor_write:.2f} s = {middle(exports, 'unflushed') / floor_write:.2f}; pynwb's fixed cost (no spikes): "
+          f"{middle(exports, 'fixed'):.2f} s")
     return 0 if write <= TIME_TARGET * floor else 1
 
 

@@ -270,3 +270,19 @@ def test_trial_spikes_joined_by_the_server_are_the_ones_datajoint_decodes(config
     np.testing.assert_array_equal(after.times[:replaced.size], replaced)
     np.testing.assert_array_equal(after.times[replaced.size:], before.times[before.offsets[1]:])
     np.testing.assert_array_equal(after.trial, before.trial)
+
+
+def test_the_file_is_on_disk_before_its_name(config, rig_root, tmp_path, monkeypatch):
+    from mapd.export import nwb
+
+    ingest_generated_session(config, rig_root, tmp_path / "ephys", probes=0)
+    [key] = select_sessions(SessionSelection())
+    steps = []
+    real_replace = nwb.os.replace
+    monkeypatch.setattr(nwb, "fsync_file", lambda path: steps.append(("fsync file", path.name, path.stat().st_size)))
+    monkeypatch.setattr(nwb, "fsync_directory", lambda path: steps.append(("fsync directory", path)))
+    monkeypatch.setattr(nwb.os, "replace", lambda a, b: (steps.append(("rename", Path(b).name)), real_replace(a, b)))
+    path = write_nwb(read_session(key), tmp_path / "nwb")
+    assert [s[0] for s in steps] == ["fsync file", "rename", "fsync directory"]
+    assert steps[0][1].endswith(".partial.nwb") and steps[0][2] == path.stat().st_size > 0
+    assert steps[1][1] == path.name and steps[2][1] == path.parent

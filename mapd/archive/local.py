@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ..durable import fsync_directory
 from ..find.files import sha256_of
 from .transport import ArchivedCopy, ArchiveItem, Batch, TaskStatus, TransportError
 
@@ -105,7 +106,7 @@ def copy_verified(source: Path, target: Path, sha256: str, keepalive: Callable[[
             raise TransportError(f"{target}: the copy read back differs from the source (sha256 {written[:12]}...)",
                                  retry=True)
         os.rename(partial, target)  # atomic: the name appears only with verified content
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
     except OSError as error:
         raise TransportError(f"{target}: cannot copy {source}: {error.strerror or error}", retry=True) from None
     finally:
@@ -139,10 +140,3 @@ def _hash_from_disk(path: Path, keepalive: Callable[[], None]) -> str:
     finally:
         os.close(fd)
 
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

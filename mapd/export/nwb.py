@@ -6,8 +6,9 @@ table; per probe a device, an electrode group and its electrodes (positions
 within the probe); and the units table with spike times on the session clock
 (see :mod:`mapd.export.session` for how ephys time maps onto it).
 
-It is written to a temporary name beside its final one and renamed, so a
-crash never leaves half a file under the final name.
+It is written to a temporary name beside its final one, flushed to disk and
+renamed, so neither a crash nor a power cut leaves half a file under the
+final name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pynwb.event import EventsTable, TimestampVectorData
 from pynwb.file import ElectrodesTable, Subject
 from pynwb.misc import Units
 
+from ..durable import fsync_directory, fsync_file
 from .session import ProbeData, SessionData
 
 __all__ = ["NwbExists", "nwb_path", "session_timezone", "write_nwb"]
@@ -69,7 +71,10 @@ def write_nwb(data: SessionData, out: Path, zone: tzinfo | None = None, overwrit
         # mappers built anew for it cost ~0.08 s a file, half of pynwb's fixed cost. mapd loads no extension.
         with NWBHDF5IO(str(partial), "w", manager=get_manager(copy=False)) as io:
             io.write(build_nwbfile(data, zone))
+        # The daemon records the export as done: the file must be whole on disk before its name is.
+        fsync_file(partial)
         os.replace(partial, path)
+        fsync_directory(path.parent)
     finally:
         partial.unlink(missing_ok=True)
     return path
