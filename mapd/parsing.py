@@ -104,11 +104,12 @@ class ParsePool:
                 return
             self._closed = True
             executor = self._executor
-        self._waiters.shutdown(wait=False, cancel_futures=True)
         if kill:
             _kill(executor, self._alone)
+        # The processes first: a waiting thread that ends fires the parent-death signal of the workers
+        # it spawned, which would kill them (SIGKILL) in the middle of their orderly exit.
         executor.shutdown(wait=True, cancel_futures=True)
-        self._waiters.shutdown(wait=True)
+        self._waiters.shutdown(wait=True, cancel_futures=True)
 
     # ---- in the waiting threads ----------------------------------------------
 

@@ -115,6 +115,19 @@ def test_results_come_in_order_and_a_bad_file_is_an_error_not_an_exception(tmp_p
     assert all_gone(parse_processes(), 5) == []
 
 
+def test_closing_the_pool_lets_its_workers_exit_on_their_own(tmp_path):
+    # The waiting threads that spawned the workers must outlive them: a thread's end fires its
+    # children's parent-death signal, which SIGKILLed the workers in the middle of their orderly exit.
+    paths = [session(tmp_path, day, n_trials=3) for day in range(4)]
+    pool = ParsePool(2, **LIMITS)
+    results = [future.result(timeout=120) for future in [pool.submit([path]) for path in paths]]
+    workers = list(pool._executor._processes.values())  # CPython's pool keeps its processes here
+    pool.close()
+    assert [len(r.records.trials) for [r] in results] == [3] * 4
+    assert len(workers) == 2 and [w.exitcode for w in workers] == [0, 0]
+    assert all_gone(parse_processes(), 5) == []
+
+
 @pytest.mark.parametrize("workers", [1, 0])
 def test_one_worker_is_still_a_limited_process_and_a_memory_error_fails_only_its_file(tmp_path, big, workers):
     small = session(tmp_path, 0, n_trials=20)
