@@ -202,8 +202,8 @@ def test_full_disk_is_waited_out_not_failed(tmp_path, small_disk, daemons):
     time.sleep(2)  # more than max_attempts backoffs: still not failed for good
     assert daemon.process.poll() is None
     filler.unlink()
-    query = (f"import datajoint as dj; print(len(experiment.Session()), "
-             f"len(ingest.SourceFile & {{'state': 'failed'}}))")
+    query = ("import datajoint as dj; print(len(experiment.Session()), "
+             "len(ingest.SourceFile & {'state': 'failed'}))")
     wait_for(lambda: run_mapd("shell", "-c", query, config=config).stdout.split() == ["3", "0"],
              what="every session after space is freed", timeout=60, daemon=daemon)
     assert daemon.stop() == 0

@@ -6,7 +6,6 @@ returns an exit status (0 ok, 1 something failed or was kept, 2 usage).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import globus_sdk
 from globus_sdk.login_flows import CommandLineLoginFlowManager
