@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "test_data"))
 import bpodgen  # noqa: E402
 
 from mapd import logs  # noqa: E402
-from mapd.backfill import rescan  # noqa: E402
+from mapd.rescan import rescan  # noqa: E402
 from mapd.config import parse_config  # noqa: E402
 from mapd.runtime import open_database  # noqa: E402
 from mapd.schemas import experiment, ingest  # noqa: E402

@@ -137,7 +137,7 @@ def generate(work: Path, config, args) -> tuple[list[Path], int]:
     import ephysgen
     import h5py
 
-    from mapd.backfill import rescan
+    from mapd.rescan import rescan
     from mapd.subjects import SubjectEntry, add_subjects
 
     n_behavior = args.trials + SKIP_FIRST + DROP_LAST

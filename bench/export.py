@@ -112,7 +112,7 @@ def generate(work: Path, config, args):
     import bpodgen
     import ephysgen
 
-    from mapd.backfill import rescan
+    from mapd.rescan import rescan
     from mapd.export.session import SessionSelection, select_sessions
     from mapd.formats.probe_folders import inspect_probe_folder
     from mapd.ingest.probe import ingest_probe

@@ -259,7 +259,7 @@ def _config_check(args) -> int:
 
 
 def _rescan(args) -> int:
-    from .backfill import CATEGORIES, rescan
+    from .rescan import CATEGORIES, rescan
     from .find.scan import ScanScope
 
     if args.workers is not None and args.workers < 1:

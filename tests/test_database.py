@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TEST_DATABASE, place_real_session, postmasters, run_mapd, start_mapd, wait_until_stopped
 from mapd import database
-from mapd.backfill import rescan
+from mapd.rescan import rescan
 from mapd.config import load_config
 from mapd.runtime import open_database
 from mapd.schemas import experiment, ingest

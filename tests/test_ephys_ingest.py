@@ -19,7 +19,7 @@ import pytest
 import bpodgen
 import ephysgen
 from conftest import REAL_SESSION, TEST_DATA, place_real_session
-from mapd.backfill import rescan
+from mapd.rescan import rescan
 from mapd.formats.ephys_errors import EphysFormatError
 from mapd.formats.probe_folders import ProbeFolder, inspect_probe_folder
 from mapd.ingest import probe as probe_ingest

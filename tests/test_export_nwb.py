@@ -11,7 +11,7 @@ import pytest
 import bpodgen
 import ephysgen
 from conftest import mapd_here, place_real_session
-from mapd.backfill import rescan
+from mapd.rescan import rescan
 from mapd.export.nwb import NwbExists, session_timezone, write_nwb
 from mapd.export.session import SessionSelection, read_session, select_sessions
 from mapd.formats.probe_folders import inspect_probe_folder

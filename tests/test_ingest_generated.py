@@ -12,7 +12,7 @@ import pytest
 
 import bpodgen
 from conftest import REPO
-from mapd.backfill import rescan
+from mapd.rescan import rescan
 from mapd.find.scan import ScanScope
 from mapd.runtime import open_database
 from mapd.schemas import experiment, ingest
@@ -254,7 +254,7 @@ def test_rescan_no_wait_leaves_a_file_being_written_for_later(db, load, rig_root
 
 
 def test_rescan_gives_up_waiting_on_a_file_that_keeps_changing(tmp_path):
-    from mapd.backfill import _Settling
+    from mapd.rescan import _Settling
     from mapd.find.files import FileOnDisk
     from mapd.queue.policy import Policy
 

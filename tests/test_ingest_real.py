@@ -8,7 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conftest import place_real_session
-from mapd.backfill import rescan
+from mapd.rescan import rescan
 from mapd.runtime import open_database
 from mapd.schemas import experiment, ingest
 from mapd.subjects import SubjectEntry, add_subjects

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import place_real_session
-from mapd.backfill import rescan
+from mapd.rescan import rescan
 from mapd.export import plots
 from mapd.export.report import TOP_UNITS, firing_rates, report_dir, session_figures, write_report
 from mapd.export.session import SessionSelection, read_session, select_sessions
