@@ -38,8 +38,52 @@ class UnitKey:
     session_date: date | None
 
 
+class _QueuedFiles:
+    """What the ingest handlers do with their queued files: check they settled, postpone, give up, record."""
+
+    kind: str
+    policy: Policy
+
+    def _unchanged(self, item: QueuedFile, current: FileOnDisk | None, what: str) -> FileOnDisk | None:
+        """``current`` (the file or folder as it is now, None if gone) if it is as it settled; else it waits."""
+        recorded = item.file
+        if current is None:
+            if recorded.data_root.is_dir():
+                self._finish([FileOutcome(recorded, FileState.FAILED, f"{what} no longer exists")])
+            else:  # the share is down or the disk not mounted (status shows it): wait for it, never give up
+                self._retry_later(item, f"data path {recorded.data_root} is not reachable")
+            return None
+        if current.version != recorded.version:
+            self._still_being_written(current)
+            return None
+        return current
+
+    def _still_being_written(self, file: FileOnDisk) -> None:
+        queue.postpone(self.kind, file, self.policy.settle_seconds, "still being written", seen=True)
+
+    def _postpone_or_fail(self, item: QueuedFile, reason: str) -> None:
+        """A transient failure of the file: try again after a backoff, until the attempts run out."""
+        attempts = item.attempts + 1
+        if self.policy.gives_up(attempts):
+            self._finish([FileOutcome(item.file, FileState.FAILED, f"{reason} (after {attempts} attempts)")])
+            return
+        self._retry_later(item, reason)
+
+    def _retry_later(self, item: QueuedFile, reason: str) -> None:
+        attempts = item.attempts + 1
+        delay = self.policy.backoff_seconds(attempts)
+        queue.postpone(self.kind, item.file, delay, reason, attempt=True)
+        log.warning("will retry", kind=self.kind, file=str(item.file.path), rig=item.file.rig, error=reason,
+                    attempt=attempts, delay=round(delay, 1))
+
+    def _finish(self, outcomes: list[FileOutcome], h2o_dates=None) -> None:
+        queue.record(self.kind, outcomes, h2o_dates)
+        for outcome in outcomes:
+            log_outcome(outcome)
+
+
 @dataclass
-class BehaviorDays:
+class BehaviorDays(_QueuedFiles):
     """Handler of behavior days: a subject's files of one day, ingested as one session."""
 
     config: MapdConfig
@@ -101,22 +145,14 @@ class BehaviorDays:
 
     def _settled(self, item: QueuedFile) -> FileOnDisk | None:
         """The file if it is unchanged since it settled; else postpone it and return None."""
-        recorded = item.file
         try:
-            stat = recorded.path.stat()
+            current = item.file.with_stat(item.file.path.stat())
         except FileNotFoundError:
-            if recorded.data_root.is_dir():
-                self._finish([FileOutcome(recorded, FileState.FAILED, "file no longer exists")])
-            else:
-                self._postpone_or_fail(item, f"data path {recorded.data_root} is not reachable")
-            return None
+            current = None
         except OSError as error:
             self._postpone_or_fail(item, f"cannot stat: {error.strerror or error}")
             return None
-        if not recorded.same_stat(stat):
-            self._still_being_written(recorded.with_stat(stat))
-            return None
-        return recorded
+        return self._unchanged(item, current, "file")
 
     def _unreadable_for_now(self, unit: SessionUnit, parsed: list[ParsedFile]) -> bool:
         """Postpone the files whose parse failed for a reason that may pass; True if there were any.
@@ -142,28 +178,10 @@ class BehaviorDays:
             postponed |= changed or result.transient
         return postponed
 
-    def _still_being_written(self, file: FileOnDisk) -> None:
-        queue.postpone(KIND, file, self.policy.settle_seconds, "still being written", seen=True)
-
-    def _postpone_or_fail(self, item: QueuedFile, reason: str) -> None:
-        """A transient failure: try again after a backoff, until the attempts run out."""
-        attempts = item.attempts + 1
-        if self.policy.gives_up(attempts):
-            self._finish([FileOutcome(item.file, FileState.FAILED, f"{reason} (after {attempts} attempts)")])
-            return
-        delay = self.policy.backoff_seconds(attempts)
-        queue.postpone(KIND, item.file, delay, reason, attempt=True)
-        log.warning("will retry", file=str(item.file.path), rig=item.file.rig, error=reason, attempt=attempts,
-                    delay=round(delay, 1))
-
-    def _finish(self, outcomes: list[FileOutcome], h2o_dates=None) -> None:
-        queue.record(KIND, outcomes, h2o_dates)
-        for outcome in outcomes:
-            log_outcome(outcome)
 
 
 @dataclass
-class ProbeDays:
+class ProbeDays(_QueuedFiles):
     """Handler of probe folders: each probe of a subject's day, ingested in a transaction of its own."""
 
     config: MapdConfig
@@ -181,29 +199,13 @@ class ProbeDays:
                 outcome, category = probe_outcome(folder)
                 if category == "ingested":
                     metrics.ingested(self.kind, time.perf_counter() - started)
-                queue.record(self.kind, [outcome])
-                log_outcome(outcome)
+                self._finish([outcome])
 
     def fail(self, unit: UnitKey, reason: str) -> None:
         items = queue.pending_files(self.kind, unit.h2o, unit.session_date)
-        outcomes = [FileOutcome(item.file, FileState.FAILED, reason) for item in items]
-        queue.record(self.kind, outcomes)
-        for outcome in outcomes:
-            log_outcome(outcome)
+        self._finish([FileOutcome(item.file, FileState.FAILED, reason) for item in items])
 
     def _settled(self, item: QueuedFile) -> FileOnDisk | None:
         """The folder if its files are as they settled; else it waits (still being written, or gone)."""
-        recorded = item.file
-        found = dict(probe_folders(recorded.data_root, [recorded]))
-        current = next(iter(found.values()), None)
-        if current is None:
-            if recorded.data_root.is_dir():
-                queue.record(self.kind, [FileOutcome(recorded, FileState.FAILED, "probe folder no longer exists")])
-            else:
-                queue.postpone(self.kind, recorded, self.policy.backoff_seconds(item.attempts + 1),
-                               f"data path {recorded.data_root} is not reachable", attempt=True)
-            return None
-        if (current.size, current.mtime) != (recorded.size, recorded.mtime):
-            queue.postpone(self.kind, current, self.policy.settle_seconds, "still being written", seen=True)
-            return None
-        return current
+        found = dict(probe_folders(item.file.data_root, [item.file]))
+        return self._unchanged(item, next(iter(found.values()), None), "probe folder")

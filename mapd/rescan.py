@@ -183,10 +183,9 @@ class _Settling:
         """Path -> when it will have settled, for the files not settled yet."""
         now, writing = queue.now_ms(), {}
         for file in files:
-            stat = (file.size, file.mtime)
             before = self.seen.get(file.path)
-            since = before[1] if before and before[0] == stat else now
-            self.seen[file.path] = (stat, since)
+            since = before[1] if before and before[0] == file.version else now
+            self.seen[file.path] = (file.version, since)
             ready = self.policy.settled_at(since, file.mtime)
             if ready > now:
                 writing[file.path] = ready

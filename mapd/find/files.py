@@ -27,9 +27,14 @@ class FileOnDisk:
     def with_stat(self, stat: os.stat_result) -> "FileOnDisk":
         return FileOnDisk(self.path, self.data_root, self.rig, stat.st_size, stat.st_mtime)
 
+    @property
+    def version(self) -> tuple[int, float]:
+        """(size, mtime): the one test of "has this file changed" short of reading it."""
+        return self.size, self.mtime
+
     def same_stat(self, stat: os.stat_result) -> bool:
-        """Unchanged since examined: the one test of "has this file changed" (size and mtime)."""
-        return (stat.st_size, stat.st_mtime) == (self.size, self.mtime)
+        """Unchanged since examined."""
+        return (stat.st_size, stat.st_mtime) == self.version
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def _compare_with_ingested(file: FileOnDisk, record: IngestedFile) -> tuple[File
     Content decides, not the stat: a touch or a copy with a new mtime changes
     no byte. The checksum is read only when the stat alone cannot tell.
     """
-    if record.is_at(file) and (record.size, record.mtime) == (file.size, file.mtime):
+    if record.is_at(file) and (record.size, record.mtime) == file.version:
         return FileOutcome(file, FileState.INGESTED, sha256=record.sha256), "already ingested"
     try:
         sha256, stat = sha256_of(file.path)

@@ -80,7 +80,7 @@ def ingested_unchanged(kind: str, files: list[FileOnDisk]) -> set[str]:
     known = {row["file_id"]: row for row in rows}
     return {fid for file in files if (row := known.get(fid := file_id(kind, file))) is not None
             and row["state"] == FileState.INGESTED.value
-            and (row["file_size"], row["file_mtime"]) == (file.size, file.mtime)}
+            and (row["file_size"], row["file_mtime"]) == file.version}
 
 
 def record(kind: str, outcomes: list[FileOutcome], h2o_dates: dict[str, tuple[str, date | None]] | None = None) -> None:
@@ -211,7 +211,7 @@ def register_found(kind: str, files: list[FileOnDisk], policy: Policy,
                                  file_mtime=file.mtime, state=FileState.PENDING.value, host=HOST, found_time=now,
                                  seen_time=now, next_attempt=ready, updated_time=now))
             continue
-        if (row["file_size"], row["file_mtime"]) == (file.size, file.mtime):
+        if (row["file_size"], row["file_mtime"]) == file.version:
             continue
         update = dict(file_id=fid, file_size=file.size, file_mtime=file.mtime, seen_time=now, updated_time=now)
         state = FileState(row["state"])
