@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import datajoint as dj
+
 from ..find.health import PathHealth
 from ..liveness import LocalDaemon
 from ..schemas import experiment, ingest, lab
@@ -154,9 +156,8 @@ def _problems(state: str, order: str) -> list[FileProblem]:
 
 def _exports() -> tuple[dict[str, dict[str, int]], list[ExportProblem]]:
     counts: dict[str, dict[str, int]] = {}
-    for target, state in zip(*ingest.SessionExport.to_arrays("target", "state")):
-        counts.setdefault(str(target), {}).setdefault(str(state), 0)
-        counts[str(target)][str(state)] += 1
+    for row in dj.U("target", "state").aggr(ingest.SessionExport, n="count(*)").to_dicts():
+        counts.setdefault(row["target"], {})[row["state"]] = int(row["n"])
     failed = (ingest.SessionExport * experiment.Session.proj("session_date")
               * lab.WaterRestriction.proj("water_restriction_number") & {"state": "failed"})
     rows = failed.to_dicts(order_by="export_time DESC", limit=LISTED)
@@ -165,17 +166,18 @@ def _exports() -> tuple[dict[str, dict[str, int]], list[ExportProblem]]:
 
 
 def _rig_activity() -> list[RigActivity]:
-    rows = (ingest.SourceFile & {"kind": "behavior"}).proj("rig", "subpath", "found_time", "state",
-                                                          "updated_time").to_dicts()
-    rigs: dict[str, RigActivity] = {}
-    for rig in sorted({row["rig"] for row in rows if row["rig"]}):
-        mine = [row for row in rows if row["rig"] == rig]
-        seen = max(mine, key=lambda row: row["found_time"])
-        ingested = [row for row in mine if row["state"] == "ingested"]
-        last = max(ingested, key=lambda row: row["updated_time"]) if ingested else None
-        rigs[rig] = RigActivity(rig, seen["subpath"], _time(seen["found_time"]),
-                                _time(last["updated_time"]) if last else None, last["subpath"] if last else None)
-    return list(rigs.values())
+    """Per rig, its newest file and its last ingest: two small queries a rig, not every row of every year."""
+    files = ingest.SourceFile & {"kind": "behavior"} & "rig IS NOT NULL AND rig <> ''"
+    rigs = []
+    for rig in sorted(row["rig"] for row in (dj.U("rig") & files).to_dicts()):
+        mine = files & {"rig": rig}
+        [seen] = mine.proj("subpath", "found_time").to_dicts(order_by="found_time DESC", limit=1)
+        last = (mine & {"state": "ingested"}).proj("subpath", "updated_time").to_dicts(
+            order_by="updated_time DESC", limit=1)
+        rigs.append(RigActivity(rig, seen["subpath"], _time(seen["found_time"]),
+                                _time(last[0]["updated_time"]) if last else None,
+                                last[0]["subpath"] if last else None))
+    return rigs
 
 
 def _time(value) -> str | None:
