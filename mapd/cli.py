@@ -355,16 +355,14 @@ def _retry(args) -> int:
     _open(config)
     if args.all:
         from .archive.stage import requeue_failed_batches
-        from .schemas.ingest import SessionExport
+        from .export_handler import requeue_failed_exports
 
         count = requeue_failed()
         batches = requeue_failed_batches()
         if batches:
             print(f"{batches} failed archive batch(es) queued again")
-        failed_exports = SessionExport & {"state": "failed"}
-        exports = len(failed_exports)
-        if exports:  # forgotten: a running daemon exports the session again at once
-            failed_exports.delete_quick()
+        exports = requeue_failed_exports()
+        if exports:
             print(f"{_count(exports, 'failed export')} queued again")
     else:
         ids = find_files(args.item, state="failed")

@@ -64,6 +64,14 @@ class SessionExports:
             _record(ExportOutcome(key, f"{unit.h2o} {unit.session_date}", target, "failed", None, reason), probes)
 
 
+def requeue_failed_exports() -> int:
+    """Forget the failed exports (``mapd retry --all``): a running daemon exports those sessions again. How many."""
+    failed = ingest.SessionExport & {"state": "failed"}
+    count = len(failed)
+    failed.delete_quick()
+    return count
+
+
 def _sessions_needing(target: str) -> set[tuple[str, object]]:
     """(h2o, session_date) of the ingested sessions this target has not exported, or not with all their probes."""
     sessions = experiment.Session.proj("session_date") * lab.WaterRestriction.proj("water_restriction_number")
