@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -223,6 +224,20 @@ def rig_root(tmp_path) -> Path:
     root = tmp_path / "rigs" / "RRig" / "Bpod Local" / "Data"
     root.mkdir(parents=True)
     return root
+
+
+@contextmanager
+def tmpfs(path: Path, size: str, mode: str = "0755"):
+    """A real small disk at ``path``: a tmpfs of ``size`` (needs root, else the test is skipped), unmounted after."""
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode={mode}", "tmpfs", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], capture_output=True)
 
 
 def place_real_session(root: Path, h2o: str = "dl25") -> Path:

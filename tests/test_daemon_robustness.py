@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mapd_here, run_mapd
+from conftest import mapd_here, run_mapd, tmpfs
 from mapd.schemas import experiment, ingest
 from test_daemon import DAY, daemons, file_states, session_count, setup, wait_for, write_session  # noqa: F401
 
@@ -156,17 +156,15 @@ def test_status_knows_a_live_daemon_while_the_database_is_down(setup, daemons, o
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk():
+    """A 96 MB disk for a daemon's state directory (its embedded server is killed before the unmount)."""
     mount = Path(f"/tmp/mapd-disk-{os.getpid()}")
-    mount.mkdir(exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0777", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["pkill", "-9", "-f", f"postgres -D {mount}"], capture_output=True)
-    time.sleep(0.5)
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    with tmpfs(mount, "96m", mode="0777"):
+        try:
+            yield mount
+        finally:
+            subprocess.run(["pkill", "-9", "-f", f"postgres -D {mount}"], capture_output=True)
+            time.sleep(0.5)
     mount.rmdir()
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_DATABASE, place_real_session, postmasters, run_mapd, start_mapd, wait_until_stopped
+from conftest import (TEST_DATABASE, place_real_session, postmasters, run_mapd, start_mapd, tmpfs,
+                      wait_until_stopped)
 from mapd import database
 from mapd.rescan import rescan
 from mapd.config import load_config
@@ -140,19 +141,16 @@ def test_a_killed_server_is_restarted_under_the_same_connection(own_server):
 def small_disk(own_server):
     """``own_server`` on a 64 MB tmpfs of its own (a real full disk), unmounted afterwards whatever happened."""
     config, state = own_server
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(state)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root): no real full disk")
-    try:
-        yield config, state
-    finally:
+    with tmpfs(state, "64m"):
         try:
-            database.release_embedded(state / "pgdata")
+            yield config, state
         finally:
-            for pid in postmasters(state / "pgdata"):
-                os.kill(pid, signal.SIGQUIT)
-            wait_until_stopped(state / "pgdata", 10)
-            subprocess.run(["umount", "--lazy", str(state)])
+            try:
+                database.release_embedded(state / "pgdata")
+            finally:
+                for pid in postmasters(state / "pgdata"):
+                    os.kill(pid, signal.SIGQUIT)
+                wait_until_stopped(state / "pgdata", 10)
 
 
 def test_errors_quote_the_server_log_without_row_data(small_disk):
