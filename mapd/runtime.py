@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import database, schemas
+from . import __version__, database, schemas
 from .config import MapdConfig
-from .database import ConnectionParams
+from .database import ConnectionParams, DatabaseError
 
 
 @dataclass
@@ -33,9 +33,21 @@ def open_database(config: MapdConfig) -> Database:
     if db is None:
         instance = database.connect(params)
         schemas.activate(instance.connection, params.schema_prefix)
+        _check_schema_version()
         db = _opened[params] = Database(params=params, instance=instance)
     enter_reference_rows(config)
     return db
+
+
+def _check_schema_version() -> None:
+    found, made_by = schemas.database_version(__version__)
+    if found > schemas.SCHEMA_VERSION:
+        raise DatabaseError(f"the database holds mapd's tables of version {found} (made by mapd {made_by}); this "
+                            f"mapd ({__version__}) knows version {schemas.SCHEMA_VERSION}: upgrade mapd on this host")
+    if found < schemas.SCHEMA_VERSION:
+        raise DatabaseError(f"the database holds mapd's tables of version {found} (made by mapd {made_by}); this "
+                            f"mapd ({__version__}) needs version {schemas.SCHEMA_VERSION} and cannot migrate it: "
+                            f"run mapd {made_by} on it")
 
 
 def enter_reference_rows(config: MapdConfig) -> None:

@@ -238,3 +238,19 @@ def test_a_session_is_all_rows_or_none(db, load, rig_root, monkeypatch):
     monkeypatch.undo()
     assert rescan(config).files["ingested"] == 1
     assert len(experiment.SessionTrial()) == 11
+
+
+def test_a_database_of_other_table_definitions_is_refused_with_what_to_do(own_server):
+    config, _ = own_server
+    show = "print(ingest.SchemaVersion.to_dicts())"
+    created = run_mapd("shell", "-c", show, config=config)  # a new database is given this mapd's version
+    assert created.returncode == 0 and "'schema_version': 1" in created.stdout, created.stderr
+    newer = ("ingest.SchemaVersion.delete_quick(); "
+             "ingest.SchemaVersion.insert1({'schema_version': 2, 'mapd_version': '9.1.0'})")
+    assert run_mapd("shell", "-c", newer, config=config).returncode == 0
+    why = ("the database holds mapd's tables of version 2 (made by mapd 9.1.0); this mapd (0.1.0) knows version 1: "
+           "upgrade mapd on this host")
+    status = run_mapd("status", config=config)
+    assert status.returncode == 3 and f"database: unavailable: {why}" in status.stdout.splitlines(), status.stdout
+    rescan = run_mapd("rescan", "--no-wait", config=config)
+    assert (rescan.returncode, rescan.stderr.strip()) == (3, f"mapd: {why}")

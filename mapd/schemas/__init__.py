@@ -24,6 +24,9 @@ MODULES = {
 
 
 DECLARE_ATTEMPTS = 5
+# The version of the table definitions in these modules (ingest.SchemaVersion). Raise it with any
+# change that a database created before cannot take as it is.
+SCHEMA_VERSION = 1
 
 
 def activate(connection, prefix: str) -> dict[str, object]:
@@ -44,3 +47,18 @@ def activate(connection, prefix: str) -> dict[str, object]:
                 schema.database = None  # so that activate binds every table again
                 time.sleep(0.2 * (attempt + 1))
     return dict(MODULES)
+
+
+def database_version(mapd_version: str) -> tuple[int, str]:
+    """(version, mapd version) of the table definitions the bound database holds.
+
+    A database without a version (new, or made before versions were kept)
+    is given this mapd's.
+    """
+    from .ingest import SchemaVersion
+
+    rows = SchemaVersion.to_dicts(order_by="schema_version DESC", limit=1)
+    if not rows:
+        SchemaVersion.insert1({"schema_version": SCHEMA_VERSION, "mapd_version": mapd_version}, skip_duplicates=True)
+        rows = SchemaVersion.to_dicts(order_by="schema_version DESC", limit=1)
+    return int(rows[0]["schema_version"]), rows[0]["mapd_version"]

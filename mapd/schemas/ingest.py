@@ -82,6 +82,19 @@ class EphysIngest(dj.Imported):
 
 
 @schema
+class SchemaVersion(dj.Manual):
+    # mapd's own: a host running a mapd of other table definitions refuses the database rather
+    # than writing rows those tables do not expect (several hosts share one database).
+    definition = """
+    # the version of mapd's table definitions this database holds (one row)
+    schema_version : int32
+    ---
+    mapd_version : varchar(32)          # the mapd that created the tables
+    set_time = CURRENT_TIMESTAMP(3) : datetime(3)
+    """
+
+
+@schema
 class TrialUidBlock(dj.Manual):
     # Allocates SessionTrial.trial_uid values in blocks, one short transaction
     # per session, so that concurrent ingests never contend for one counter.
