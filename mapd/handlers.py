@@ -179,7 +179,6 @@ class BehaviorDays(_QueuedFiles):
         return postponed
 
 
-
 @dataclass
 class ProbeDays(_QueuedFiles):
     """Handler of probe folders: each probe of a subject's day, ingested in a transaction of its own."""
