@@ -5,4 +5,4 @@ import warnings
 # mapd configures DataJoint from its own file, never from datajoint.json.
 warnings.filterwarnings("ignore", message="No datajoint.json found")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -126,6 +126,16 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="a file id (in brackets in mapd status), a file path, or a path below its data path")
     retry.set_defaults(handler=_retry)
 
+    migrate = _command(
+        commands, "migrate", "bring a database made by an older mapd to this mapd's table definitions",
+        "A mapd refuses a database whose tables are of another schema version (exit status 3, naming both). "
+        "After upgrading mapd, stop every `mapd run` on the database (it is refused while one is alive) and run "
+        "this once: it applies each step from the database's version to this mapd's and records the new version. "
+        "A step interrupted half-way is run again by the next `mapd migrate`. Exit status 0 when the database is "
+        "at this mapd's version, 1 when a step failed.")
+    migrate.add_argument("--dry-run", action="store_true", help="only list the steps it would apply")
+    migrate.set_defaults(handler=_migrate)
+
     logs_command = _command(commands, "logs", "show the log file (logging.file) in readable form")
     logs_command.add_argument("-f", "--follow", action="store_true", help="keep showing new lines, like tail -F")
     logs_command.add_argument("-n", "--lines", type=int, default=50, metavar="N",
@@ -175,7 +185,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_export_arguments(report)
     report.set_defaults(handler=_report)
 
-    shell = _command(commands, "shell", "Python with dj and the MAP schema modules connected")
+    shell = _command(commands, "shell", "Python with dj and the MAP schema modules connected",
+                     "Also opens a database of another schema version than this mapd's (with a note), to look at it "
+                     "before `mapd migrate`.")
     shell.add_argument("-c", dest="code", metavar="CODE", help="run CODE and exit, like python -c")
     shell.set_defaults(handler=_shell)
 
@@ -370,6 +382,39 @@ def _retry(args) -> int:
             raise UsageError(f"no failed file matches {args.item!r} (see `mapd status`)")
         count = requeue_failed(ids)
     print(f"{_count(count, 'failed file')} queued again")
+    return EXIT_OK
+
+
+def _migrate(args) -> int:
+    from . import schemas
+    from .queue.claims import live_daemons
+    from .runtime import check_schema_version, open_database
+    from .schemas.migrations import MigrationError, steps_from
+
+    config = _load(args)
+    open_database(config, any_schema_version=True)
+    found, made_by = schemas.database_version(__version__, new_database=False)
+    if found > schemas.SCHEMA_VERSION:
+        check_schema_version(found, made_by)  # this mapd is the older one: says so
+    steps = steps_from(found)
+    if not steps:
+        print(f"the database is at schema version {found}, this mapd's: nothing to do")
+        return EXIT_OK
+    alive = live_daemons(config.daemon.heartbeat_seconds)
+    if alive and not args.dry_run:
+        raise UsageError(f"a `mapd run` is alive on this database ({alive[0]['host']}, pid {alive[0]['pid']}): "
+                         "stop every daemon on the database first (see `mapd status`)")
+    for step in steps:
+        if args.dry_run:
+            print(f"would migrate to schema version {step.version}: {step.summary}")
+            continue
+        try:
+            step.apply()
+        except MigrationError as error:
+            print(f"mapd: schema version {step.version} not reached: {printable(str(error))}", file=sys.stderr)
+            return EXIT_FAILED
+        schemas.set_version(step.version, __version__)
+        print(f"migrated to schema version {step.version}: {step.summary}")
     return EXIT_OK
 
 
@@ -603,9 +648,14 @@ def _shell(args) -> int:
     import datajoint as dj
 
     from . import schemas
+    from .runtime import open_database
 
     config = _load(args)
-    _open(config)
+    open_database(config, any_schema_version=True)  # also to look at a database before migrating it
+    found, _ = schemas.database_version(__version__, new_database=False)
+    if found != schemas.SCHEMA_VERSION:
+        print(f"mapd: note: the database's tables are of schema version {found}, this mapd's are of "
+              f"{schemas.SCHEMA_VERSION} (see `mapd migrate`)", file=sys.stderr)
     namespace = {"dj": dj, **schemas.MODULES}
     if args.code is not None:
         try:

@@ -2,8 +2,9 @@
 
 Work is derived from the database, not queued: a session in
 ``ingest.BehaviorIngest`` needs a target when it has no ``ingest.SessionExport``
-row for it, or when it now has more ingested probes than that export
-included (a probe ingested after its behavior session). Each attempt records
+row for it, or when it now has more ingested probes or behavior files than
+that export included (a probe ingested after its behavior session, a file
+appended to the session). Each attempt records
 its row (done with the path, or failed with the reason), so a crash loses
 nothing and ``mapd status`` shows the failures. A failed export is tried
 again when a new probe of the session arrives, or when ``mapd retry --all``
@@ -48,20 +49,20 @@ class SessionExports:
         if key is None:
             return  # deleted meanwhile
         for target, out in self.config.export.targets.items():
-            probes = len(ingest.EphysIngest & key.as_dict())
-            if not _needs(key, target, probes):
+            contents = _Contents.of(key)
+            if not _needs(key, target, contents):
                 continue
             outcome = export_session(key, target, out, self.config.timezone, overwrite=True,
                                      passes=is_transient_database_error)
-            _record(outcome, probes)
+            _record(outcome, contents)
 
     def fail(self, unit: UnitKey, reason: str) -> None:
         key = _session_key(unit)
         if key is None:
             return
-        probes = len(ingest.EphysIngest & key.as_dict())
+        contents = _Contents.of(key)
         for target in self.config.export.targets:
-            _record(ExportOutcome(key, f"{unit.h2o} {unit.session_date}", target, "failed", None, reason), probes)
+            _record(ExportOutcome(key, f"{unit.h2o} {unit.session_date}", target, "failed", None, reason), contents)
 
 
 def requeue_failed_exports() -> int:
@@ -72,13 +73,28 @@ def requeue_failed_exports() -> int:
     return count
 
 
+@dataclass(frozen=True)
+class _Contents:
+    """What of a session an export includes: when the session has more, the export is outdated."""
+
+    probes: int  # ingested probes (EphysIngest)
+    behavior_files: int  # ingested behavior files (a session's later files are appended to it)
+
+    @classmethod
+    def of(cls, key: SessionKey) -> "_Contents":
+        return cls(len(ingest.EphysIngest & key.as_dict()), len(ingest.BehaviorIngest.BehaviorFile & key.as_dict()))
+
+
 def _sessions_needing(target: str) -> set[tuple[str, object]]:
-    """(h2o, session_date) of the ingested sessions this target has not exported, or not with all their probes."""
+    """(h2o, session_date) of the ingested sessions this target has not exported, or not with all they hold."""
     sessions = experiment.Session.proj("session_date") * lab.WaterRestriction.proj("water_restriction_number")
     exported = ingest.SessionExport & {"target": target}
     never = sessions & ingest.BehaviorIngest & (experiment.Session - exported).proj()
-    probes = experiment.Session.proj().aggr(ingest.EphysIngest, ingested="count(*)")
-    outdated = sessions & (probes * exported.proj(exported_probes="probes") & "ingested > exported_probes").proj()
+    # count(a column of the group), not count(*): the join keeps sessions without any, as one row of NULLs.
+    contents = (experiment.Session.proj().aggr(ingest.EphysIngest, probes_now="count(insertion_number)")
+                * experiment.Session.proj().aggr(ingest.BehaviorIngest.BehaviorFile, files_now="count(behavior_file)"))
+    outdated = sessions & (contents * exported.proj(exported_probes="probes", exported_files="behavior_files")
+                           & "probes_now > exported_probes OR files_now > exported_files").proj()
     found = set()
     for query in (never, outdated):
         h2os, days = query.to_arrays("water_restriction_number", "session_date")
@@ -92,12 +108,12 @@ def _session_key(unit: UnitKey) -> SessionKey | None:
     return SessionKey(rows[0]["subject_id"], rows[0]["session"]) if rows else None
 
 
-def _needs(key: SessionKey, target: str, probes: int) -> bool:
+def _needs(key: SessionKey, target: str, contents: _Contents) -> bool:
     rows = (ingest.SessionExport & key.as_dict() & {"target": target}).to_dicts()
-    return not rows or rows[0]["probes"] < probes
+    return not rows or rows[0]["probes"] < contents.probes or rows[0]["behavior_files"] < contents.behavior_files
 
 
-def _record(outcome: ExportOutcome, probes: int) -> None:
+def _record(outcome: ExportOutcome, contents: _Contents) -> None:
     """The attempt's row (replacing the last one); the file it replaces is removed when its name changed."""
     key = {**outcome.key.as_dict(), "target": outcome.target}
     previous = (ingest.SessionExport & key).to_dicts()
@@ -106,12 +122,13 @@ def _record(outcome: ExportOutcome, probes: int) -> None:
     with ingest.SessionExport.connection.transaction:  # replace the row (no REPLACE on PostgreSQL)
         (ingest.SessionExport & key).delete_quick()
         ingest.SessionExport.insert1({**key, "state": state, "reason": outcome.reason[:2000], "path": path,
-                                      "probes": probes, "host": HOST, "export_time": now_ms()})
+                                      "probes": contents.probes, "behavior_files": contents.behavior_files,
+                                      "host": HOST, "export_time": now_ms()})
     if state == "done" and previous and previous[0]["path"] and previous[0]["path"] != path:
         Path(previous[0]["path"]).unlink(missing_ok=True)  # a behavior-only file, now with its probes
     if state == "done":
-        log.info("session exported", target=outcome.target, label=outcome.label, path=path, probes=probes,
-                 duration=round(outcome.seconds, 3), **outcome.key.as_dict())
+        log.info("session exported", target=outcome.target, label=outcome.label, path=path, probes=contents.probes,
+                 behavior_files=contents.behavior_files, duration=round(outcome.seconds, 3), **outcome.key.as_dict())
     else:
         log.error("export failed", target=outcome.target, label=outcome.label, error=outcome.reason,
                   **outcome.key.as_dict())

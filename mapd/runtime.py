@@ -26,28 +26,35 @@ class Database:
 _opened: dict[ConnectionParams, Database] = {}
 
 
-def open_database(config: MapdConfig) -> Database:
-    """Start (embedded) or reach the database, bind the MAP schemas and enter the configured rigs and user."""
+def open_database(config: MapdConfig, *, any_schema_version: bool = False) -> Database:
+    """Start (embedded) or reach the database, bind the MAP schemas and enter the configured rigs and user.
+
+    A database whose tables are of another schema version than this mapd's is
+    refused (DatabaseError), except with ``any_schema_version`` (``mapd migrate``).
+    """
     params = database.start(config)
     db = _opened.get(params)
     if db is None:
         instance = database.connect(params)
+        new = not schemas.exists(instance.connection, params.schema_prefix)
         schemas.activate(instance.connection, params.schema_prefix)
-        _check_schema_version()
+        found, made_by = schemas.database_version(__version__, new_database=new)
+        if not any_schema_version:
+            check_schema_version(found, made_by)
         db = _opened[params] = Database(params=params, instance=instance)
-    enter_reference_rows(config)
+    if not any_schema_version:
+        enter_reference_rows(config)
     return db
 
 
-def _check_schema_version() -> None:
-    found, made_by = schemas.database_version(__version__)
+def check_schema_version(found: int, made_by: str) -> None:
+    held = f"the database holds mapd's tables of version {found} (made by mapd {made_by})"
     if found > schemas.SCHEMA_VERSION:
-        raise DatabaseError(f"the database holds mapd's tables of version {found} (made by mapd {made_by}); this "
-                            f"mapd ({__version__}) knows version {schemas.SCHEMA_VERSION}: upgrade mapd on this host")
+        raise DatabaseError(f"{held}; this mapd ({__version__}) knows version {schemas.SCHEMA_VERSION}: "
+                            "upgrade mapd on this host")
     if found < schemas.SCHEMA_VERSION:
-        raise DatabaseError(f"the database holds mapd's tables of version {found} (made by mapd {made_by}); this "
-                            f"mapd ({__version__}) needs version {schemas.SCHEMA_VERSION} and cannot migrate it: "
-                            f"run mapd {made_by} on it")
+        raise DatabaseError(f"{held}; this mapd ({__version__}) needs version {schemas.SCHEMA_VERSION}: stop every "
+                            "`mapd run` on the database, then run `mapd migrate` once")
 
 
 def enter_reference_rows(config: MapdConfig) -> None:

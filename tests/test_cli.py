@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, TEST_DATA, TEST_DATABASE, place_real_session, run_mapd
 
 COMMANDS = [[], ["config", "check"], ["rescan"], ["run"], ["retry"], ["logs"], ["status"], ["subject", "add"],
-            ["subject", "import"], ["shell"], ["erd"]]
+            ["subject", "import"], ["shell"], ["erd"], ["migrate"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "mapd")
@@ -46,6 +46,16 @@ def test_every_subcommand_has_a_one_line_description_and_documents_every_argumen
         for action in parser._actions:
             if action.dest != "help" and not isinstance(action, argparse._SubParsersAction):
                 assert action.help, f"mapd {' '.join(words)}: {action.dest} has no help"
+
+
+def test_every_command_has_a_readme_section():
+    from mapd.cli import _build_parser
+
+    readme = (REPO / "README.md").read_text()
+    groups = {("config",), ("subject",), ("export",), ("globus",)}  # a word before its commands, no section
+    missing = [" ".join(words) for words, _ in _subcommands(_build_parser())
+               if words not in groups and f"### `mapd {' '.join(words)}" not in readme]
+    assert missing == []
 
 
 def test_a_command_group_alone_prints_its_own_help():

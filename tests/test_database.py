@@ -12,11 +12,11 @@ import pytest
 
 from conftest import (TEST_DATABASE, place_real_session, postmasters, run_mapd, start_mapd, tmpfs,
                       wait_until_stopped)
-from mapd import database
+from mapd import __version__, database
 from mapd.rescan import rescan
 from mapd.config import load_config
 from mapd.runtime import open_database
-from mapd.schemas import experiment, ingest
+from mapd.schemas import SCHEMA_VERSION, experiment, ingest
 from mapd.subjects import SubjectEntry, add_subjects
 
 # A one-shot command that holds the database open until its stdin is closed.
@@ -240,17 +240,62 @@ def test_a_session_is_all_rows_or_none(db, load, rig_root, monkeypatch):
     assert len(experiment.SessionTrial()) == 11
 
 
-def test_a_database_of_other_table_definitions_is_refused_with_what_to_do(own_server):
+def shell(config: Path, code: str) -> str:
+    result = run_mapd("shell", "-c", code, config=config)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_database_of_newer_table_definitions_is_refused_with_what_to_do(own_server):
     config, _ = own_server
-    show = "print(ingest.SchemaVersion.to_dicts())"
-    created = run_mapd("shell", "-c", show, config=config)  # a new database is given this mapd's version
-    assert created.returncode == 0 and "'schema_version': 1" in created.stdout, created.stderr
-    newer = ("ingest.SchemaVersion.delete_quick(); "
-             "ingest.SchemaVersion.insert1({'schema_version': 2, 'mapd_version': '9.1.0'})")
-    assert run_mapd("shell", "-c", newer, config=config).returncode == 0
-    why = ("the database holds mapd's tables of version 2 (made by mapd 9.1.0); this mapd (0.1.0) knows version 1: "
-           "upgrade mapd on this host")
+    created = shell(config, "print(ingest.SchemaVersion.to_dicts())")  # a new database gets this mapd's version
+    assert f"'schema_version': {SCHEMA_VERSION}, 'mapd_version': '{__version__}'" in created
+    shell(config, "ingest.SchemaVersion.delete_quick(); "
+                  "ingest.SchemaVersion.insert1({'schema_version': 99, 'mapd_version': '9.1.0'})")
+    why = (f"the database holds mapd's tables of version 99 (made by mapd 9.1.0); this mapd ({__version__}) knows "
+           f"version {SCHEMA_VERSION}: upgrade mapd on this host")
     status = run_mapd("status", config=config)
     assert status.returncode == 3 and f"database: unavailable: {why}" in status.stdout.splitlines(), status.stdout
-    rescan = run_mapd("rescan", "--no-wait", config=config)
-    assert (rescan.returncode, rescan.stderr.strip()) == (3, f"mapd: {why}")
+    for command in (("rescan", "--no-wait"), ("migrate",)):
+        refused = run_mapd(*command, config=config)
+        assert (refused.returncode, refused.stderr.strip()) == (3, f"mapd: {why}")
+
+
+def test_a_database_made_before_schema_versions_is_refused_then_migrated(own_server, rig_root):
+    config, state = own_server
+    place_real_session(rig_root)
+    config.write_text(config.read_text() + f"rig_data_paths: [{{rig: RRig, path: '{rig_root}'}}]\n"
+                      "ingest: {min_behavior_file_bytes: 0}\ndaemon: {settle_seconds: 0}\n")
+    assert run_mapd("subject", "add", "--subject-id", "407513", "--h2o", "dl25", config=config).returncode == 0
+    assert run_mapd("rescan", config=config).returncode == 0
+    # What mapd 0.1.0 left: no version row, SessionExport without behavior_files, a session exported.
+    shell(config, "import datetime; key = experiment.Session.keys()[0]; ingest.SessionExport.insert1({**key, "
+                  "'target': 'nwb', 'state': 'done', 'probes': 0, 'export_time': datetime.datetime.now()}); "
+                  "ingest.SessionExport.connection.query("
+                  "f'ALTER TABLE {ingest.SessionExport.full_table_name} DROP COLUMN behavior_files'); "
+                  "ingest.SchemaVersion.delete_quick()")
+
+    status = run_mapd("status", config=config)
+    assert status.returncode == 3 and (
+        f"needs version {SCHEMA_VERSION}: stop every `mapd run` on the database, then run `mapd migrate` once"
+        in status.stdout), status.stdout
+    planned = run_mapd("migrate", "--dry-run", config=config)
+    assert planned.returncode == 0 and planned.stdout.startswith("would migrate to schema version 2: "), planned
+    alive = ("import datetime; now = datetime.datetime.now(); ingest.Daemon.insert1({'daemon_id': 'd' * 32, "
+             "'host': 'rig-pc', 'pid': 4242, 'started_time': now, 'heartbeat_time': now})")
+    shell(config, alive)
+    refused = run_mapd("migrate", config=config)
+    assert (refused.returncode, refused.stderr.strip()) == (2, "mapd: a `mapd run` is alive on this database "
+                                                               "(rig-pc, pid 4242): stop every daemon on the database "
+                                                               "first (see `mapd status`)")
+    shell(config, "ingest.Daemon.delete_quick()")
+
+    migrated = run_mapd("migrate", config=config)
+    assert migrated.returncode == 0 and migrated.stdout.startswith("migrated to schema version 2: "), migrated
+    after = shell(config, "[v] = ingest.SchemaVersion.to_dicts(); [e] = ingest.SessionExport.to_dicts(); "
+                          "print(v['schema_version'], v['mapd_version'], e['behavior_files'])")
+    assert after.split() == ["2", __version__, "1"]  # the export counted as holding the session's one file: not redone
+    assert run_mapd("status", config=config).returncode == 0
+    again = run_mapd("migrate", config=config)
+    assert (again.returncode, again.stdout.strip()) == (0, "the database is at schema version 2, this mapd's: "
+                                                           "nothing to do")

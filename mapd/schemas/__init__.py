@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+import datajoint as dj
+
 from . import ccf, ephys, experiment, ingest, lab, publication
 
 # Activation order: every schema after the schemas it references.
@@ -25,8 +27,9 @@ MODULES = {
 
 DECLARE_ATTEMPTS = 5
 # The version of the table definitions in these modules (ingest.SchemaVersion). Raise it with any
-# change that a database created before cannot take as it is.
-SCHEMA_VERSION = 1
+# change that a database created before cannot take as it is, and add its step to migrations.py.
+SCHEMA_VERSION = 2
+VERSION_BEFORE_TRACKING = 1  # of a database made before ingest.SchemaVersion existed
 
 
 def activate(connection, prefix: str) -> dict[str, object]:
@@ -49,16 +52,32 @@ def activate(connection, prefix: str) -> dict[str, object]:
     return dict(MODULES)
 
 
-def database_version(mapd_version: str) -> tuple[int, str]:
+def exists(connection, prefix: str) -> bool:
+    """Whether mapd's tables are on the server already (before :func:`activate` creates them)."""
+    return prefix + "ingest" in dj.list_schemas(connection=connection)
+
+
+def database_version(mapd_version: str, *, new_database: bool) -> tuple[int, str]:
     """(version, mapd version) of the table definitions the bound database holds.
 
-    A database without a version (new, or made before versions were kept)
-    is given this mapd's.
+    A database without a version is given one: this mapd's if it was just
+    created, else the version of the tables before versions were kept.
     """
     from .ingest import SchemaVersion
 
     rows = SchemaVersion.to_dicts(order_by="schema_version DESC", limit=1)
     if not rows:
-        SchemaVersion.insert1({"schema_version": SCHEMA_VERSION, "mapd_version": mapd_version}, skip_duplicates=True)
+        version = SCHEMA_VERSION if new_database else VERSION_BEFORE_TRACKING
+        made_by = mapd_version if new_database else "0.1.0"  # the only release before versions were kept
+        SchemaVersion.insert1({"schema_version": version, "mapd_version": made_by}, skip_duplicates=True)
         rows = SchemaVersion.to_dicts(order_by="schema_version DESC", limit=1)
     return int(rows[0]["schema_version"]), rows[0]["mapd_version"]
+
+
+def set_version(version: int, mapd_version: str) -> None:
+    """Record that the database now holds the table definitions of ``version`` (after a migration)."""
+    from .ingest import SchemaVersion
+
+    with SchemaVersion.connection.transaction:
+        SchemaVersion.delete_quick()
+        SchemaVersion.insert1({"schema_version": version, "mapd_version": mapd_version})

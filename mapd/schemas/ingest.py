@@ -252,7 +252,8 @@ class ArchiveFile(dj.Manual):
 class SessionExport(dj.Manual):
     # mapd run's exports after commit (config export: {nwb, reports}), one row per session and target, so that
     # a restarted daemon knows what is done and mapd status shows what failed. A session is exported again
-    # when it has more ingested probes (EphysIngest) than the export included.
+    # when it has more ingested probes (EphysIngest) or behavior files (a file appended later) than the
+    # export included.
     definition = """
     # an export of an ingested session: the file written, or why it failed
     -> experiment.Session
@@ -262,6 +263,7 @@ class SessionExport(dj.Manual):
     reason = '' : varchar(2000)         # why it failed
     path = '' : varchar(4096)           # the NWB file or the report's index.html
     probes : int32                      # ingested probes of the session when it was exported
+    behavior_files = 0 : int32          # its ingested behavior files then (schema version 2)
     host = '' : varchar(255)
     export_time : datetime(3)
     """
