@@ -230,3 +230,18 @@ def test_an_unexpected_error_fails_its_unit_and_the_daemon_goes_on(setup, daemon
     write_session(rig, DAY)
     wait_for(lambda: session_count() == 1, what="ingest goes on", daemon=daemon)
     assert daemon.stop() == 0
+
+
+def test_repeated_errors_outside_any_unit_stop_the_daemon_with_status_1(setup, daemons, own_server):
+    _, write_config = setup
+    config = write_config(own_state=own_server[1])  # a database this test may break
+    daemon = daemons(config)
+    wait_for(lambda: daemon.logged("scan complete"), what="start", daemon=daemon)
+    # The queue's table dropped under it (by hand, by mistake): every turn fails, and no unit is to blame,
+    # so systemd should restart it (Restart=on-failure) rather than have it spin.
+    assert run_mapd("shell", "-c", "ingest.SourceFile.drop_quick()", config=config).returncode == 0
+    assert daemon.process.wait(timeout=60) == 1
+    errors = [e for e in daemon.events() if e.get("event") == "unexpected error in the daemon loop"]
+    assert [e["errors_in_a_row"] for e in errors] == [1, 2, 3, 4, 5]
+    [stopping] = [e for e in daemon.events() if e.get("event") == "mapd stopping after repeated errors"]
+    assert stopping["error"].startswith("5 unexpected errors in a row; last: ") and stopping["exit_status"] == 1
