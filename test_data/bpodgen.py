@@ -1086,15 +1086,8 @@ class _MatH5Writer:
         return self._refs
 
     def _new_ref_name(self) -> bytes:
-        """MATLAB-style names: a..z, A..Z, ba, bb, ..."""
-        n, name = self._n_refs, ""
-        while True:
-            name = _REF_LETTERS[n % 52] + name
-            n //= 52
-            if n == 0:
-                break
         self._n_refs += 1
-        return name.encode("ascii")
+        return matlab_ref_name(self._n_refs - 1).encode("ascii")
 
     def _ref_array(self, values: np.ndarray) -> np.ndarray:
         """Write each element under #refs#; references laid out in HDF5 order (MATLAB dims reversed)."""
@@ -1189,6 +1182,16 @@ class _MatH5Writer:
 
 
 _REF_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def matlab_ref_name(n: int) -> str:
+    """MATLAB's name of the n-th object under ``#refs#``: a..z, A..Z, then ba, bb, ... (0 is 'a')."""
+    name = ""
+    while True:
+        name = _REF_LETTERS[n % 52] + name
+        n //= 52
+        if n == 0:
+            return name
 _MATLAB_CLASS = {"float64": "double", "float32": "single", "bool": "logical"}
 
 

@@ -47,6 +47,8 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from bpodgen import matlab_ref_name
+
 HERE = Path(__file__).resolve().parent
 REAL_META = HERE / "spikeglx" / "sample3A_g0_t0.imec.ap.meta"  # a real 3A probe meta, imSampRate=30000
 
@@ -216,7 +218,6 @@ def _draw_clusters(rng: np.random.Generator, n: int, units: np.ndarray, noise: t
 _MATLAB_CLASS = {"float64": "double", "float32": "single", "int8": "int8", "uint8": "uint8", "int16": "int16",
                  "uint16": "uint16", "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64",
                  "bool": "logical"}
-_REF_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class MatV73Writer:
@@ -303,14 +304,8 @@ class MatV73Writer:
 
     def _new_ref_name(self) -> str:
         self._ref_group()
-        n, name = self._n_refs, ""
-        while True:
-            name = _REF_LETTERS[n % 52] + name
-            n //= 52
-            if n == 0:
-                break
         self._n_refs += 1
-        return name
+        return matlab_ref_name(self._n_refs - 1)
 
 
 def _matlab_header(created: datetime) -> bytes:
