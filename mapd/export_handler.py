@@ -18,12 +18,12 @@ from pathlib import Path
 
 from .config import MapdConfig
 from .export.batch import ExportOutcome, export_session
-from .export.session import SessionKey
 from .handlers import UnitKey
 from .logs import get_logger
 from .queue.files import HOST, now_ms
 from .queue.policy import Policy
 from .schemas import experiment, ingest, lab
+from .schemas.experiment import SessionKey
 from .transient import is_transient_database_error
 
 log = get_logger("mapd.export")

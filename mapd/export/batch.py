@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .session import SessionData, SessionKey, read_session
+from ..schemas.experiment import SessionKey
+from .session import SessionData, read_session
 
 __all__ = ["TARGETS", "ExportOutcome", "export_session"]
 

@@ -30,24 +30,16 @@ import numpy as np
 from datajoint import blob as dj_blob
 
 from ..schemas import ephys, experiment, ingest, lab
+from ..schemas.experiment import SessionKey
 
 LICK_SIDES = ("left", "right", "middle")
 
-__all__ = ["NoSuchSession", "ProbeData", "SessionData", "SessionKey", "SessionSelection", "Subject", "Trials",
+__all__ = ["NoSuchSession", "ProbeData", "SessionData", "SessionSelection", "Subject", "Trials",
            "read_session", "select_sessions"]
 
 
 class NoSuchSession(Exception):
     """The selection names no ingested session, or a session vanished while it was read."""
-
-
-@dataclass(frozen=True)
-class SessionKey:
-    subject_id: int
-    session: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {"subject_id": self.subject_id, "session": self.session}
 
 
 @dataclass(frozen=True)

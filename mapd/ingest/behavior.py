@@ -16,6 +16,7 @@ import datajoint as dj
 from ..find.files import FileOnDisk
 from ..formats.behavior import TASK, TASK_PROTOCOL, BehaviorFileName, PhotostimProtocol, SessionRecords
 from ..schemas import experiment, ingest
+from ..schemas.experiment import SessionKey
 from . import uids
 
 
@@ -30,15 +31,6 @@ class AlreadyIngested(Exception):
     def __init__(self, names: set[str]) -> None:
         super().__init__(f"already ingested: {', '.join(sorted(names))}")
         self.names = names
-
-
-@dataclass(frozen=True)
-class SessionKey:
-    subject_id: int
-    session: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {"subject_id": self.subject_id, "session": self.session}
 
 
 @dataclass(frozen=True)

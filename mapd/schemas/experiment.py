@@ -1,10 +1,23 @@
 """experiment: sessions, trials and their behavior (the original MAP ``experiment`` schema)."""
 
+from dataclasses import dataclass
+
 import datajoint as dj
 
 from . import lab  # noqa: F401 (named in table definitions)
 
 schema = dj.Schema()
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """The primary key of a Session, typed (ingest and export pass it around)."""
+
+    subject_id: int
+    session: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"subject_id": self.subject_id, "session": self.session}
 
 
 @schema
