@@ -84,7 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="mapd",
         description="Ingest MAP behavior and ephys files into the MAP DataJoint pipeline.",
         epilog="Configuration: --config FILE, else $MAPD_CONFIG, else ./mapd.yaml, else /etc/mapd/mapd.yaml. "
-        "Exit status: 0 ok, 1 something failed, 2 usage or configuration error, 3 database unavailable.",
+        "Exit status: 0 ok, 1 something failed, 2 usage or configuration error, 3 database unavailable "
+        "(or of another schema version: see mapd migrate).",
     )
     parser.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
     parser.add_argument("--version", action="version", version=f"mapd {__version__}")
