@@ -393,10 +393,10 @@ def _migrate(args) -> int:
     from .schemas.migrations import MigrationError, steps_from
 
     config = _load(args)
-    open_database(config, any_schema_version=True)
-    found, made_by = schemas.database_version(__version__, new_database=False)
+    db = open_database(config, any_schema_version=True)
+    found = db.schema_version
     if found > schemas.SCHEMA_VERSION:
-        check_schema_version(found, made_by)  # this mapd is the older one: says so
+        check_schema_version(found, db.made_by)  # this mapd is the older one: says so
     steps = steps_from(found)
     if not steps:
         print(f"the database is at schema version {found}, this mapd's: nothing to do")
@@ -652,8 +652,7 @@ def _shell(args) -> int:
     from .runtime import open_database
 
     config = _load(args)
-    open_database(config, any_schema_version=True)  # also to look at a database before migrating it
-    found, _ = schemas.database_version(__version__, new_database=False)
+    found = open_database(config, any_schema_version=True).schema_version  # also to look at one before migrating
     if found != schemas.SCHEMA_VERSION:
         print(f"mapd: note: the database's tables are of schema version {found}, this mapd's are of "
               f"{schemas.SCHEMA_VERSION} (see `mapd migrate`)", file=sys.stderr)

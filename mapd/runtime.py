@@ -15,6 +15,8 @@ class Database:
 
     params: ConnectionParams
     instance: object  # dj.Instance
+    schema_version: int  # of the tables it holds (ingest.SchemaVersion)
+    made_by: str  # the mapd version that created or last migrated them
 
     @property
     def connection(self):
@@ -39,10 +41,9 @@ def open_database(config: MapdConfig, *, any_schema_version: bool = False) -> Da
         new = not schemas.exists(instance.connection, params.schema_prefix)
         schemas.activate(instance.connection, params.schema_prefix)
         found, made_by = schemas.database_version(__version__, new_database=new)
-        if not any_schema_version:
-            check_schema_version(found, made_by)
-        db = _opened[params] = Database(params=params, instance=instance)
+        db = _opened[params] = Database(params, instance, found, made_by)
     if not any_schema_version:
+        check_schema_version(db.schema_version, db.made_by)
         enter_reference_rows(config)
     return db
 
