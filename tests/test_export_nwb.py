@@ -139,6 +139,9 @@ def assert_units_match(nwb, key: dict) -> None:
     units = nwb.units
     rows = (ephys.Unit & key).to_dicts(order_by=("insertion_number", "clustering_method", "unit"))
     assert len(units) == len(rows) > 0
+    # Written whole, never appended to: contiguous datasets, not hdmf's chunks for expandable columns.
+    stored = {c.name: getattr(c.data, "dataset", c.data) for c in (*units.columns, units.id)}  # h5py datasets
+    assert [name for name, dataset in stored.items() if dataset.chunks is not None] == []
     assert units.id[:].tolist() == [r["unit_uid"] for r in rows]
     assert list(units["quality"][:]) == [r["unit_quality"] for r in rows]
     np.testing.assert_allclose(units["position_y"][:], [r["unit_posy"] for r in rows])
