@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import __version__, database, schemas
+from . import __version__, database, failpoints, schemas
 from .config import MapdConfig
 from .database import ConnectionParams, DatabaseError
 
@@ -38,9 +38,9 @@ def open_database(config: MapdConfig, *, any_schema_version: bool = False) -> Da
     db = _opened.get(params)
     if db is None:
         instance = database.connect(params)
-        new = not schemas.exists(instance.connection, params.schema_prefix)
         schemas.activate(instance.connection, params.schema_prefix)
-        found, made_by = schemas.database_version(__version__, new_database=new)
+        failpoints.reached("schemas:activated")
+        found, made_by = schemas.database_version(__version__)
         db = _opened[params] = Database(params, instance, found, made_by)
     if not any_schema_version:
         check_schema_version(db.schema_version, db.made_by)

@@ -299,3 +299,14 @@ def test_a_database_made_before_schema_versions_is_refused_then_migrated(own_ser
     again = run_mapd("migrate", config=config)
     assert (again.returncode, again.stdout.strip()) == (0, "the database is at schema version 2, this mapd's: "
                                                            "nothing to do")
+
+
+def test_a_new_database_whose_first_user_was_killed_before_recording_its_version_is_this_mapds(own_server):
+    config, _ = own_server
+    killed = run_mapd("status", config=config, env={"MAPD_FAILPOINT": "schemas:activated"})
+    assert killed.returncode == -signal.SIGKILL
+    # The tables are there, the version row is not: the next process must not take them for mapd 0.1.0's.
+    status = run_mapd("status", config=config)
+    assert status.returncode == 0, status.stdout + status.stderr
+    versions = shell(config, "print([(v['schema_version'], v['mapd_version']) for v in ingest.SchemaVersion.to_dicts()])")
+    assert versions.strip() == str([(SCHEMA_VERSION, __version__)])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import datajoint as dj
 
 from . import ccf, ephys, experiment, ingest, lab, publication
 
@@ -52,23 +51,24 @@ def activate(connection, prefix: str) -> dict[str, object]:
     return dict(MODULES)
 
 
-def exists(connection, prefix: str) -> bool:
-    """Whether mapd's tables are on the server already (before :func:`activate` creates them)."""
-    return prefix + "ingest" in dj.list_schemas(connection=connection)
-
-
-def database_version(mapd_version: str, *, new_database: bool) -> tuple[int, str]:
+def database_version(mapd_version: str) -> tuple[int, str]:
     """(version, mapd version) of the table definitions the bound database holds.
 
-    A database without a version is given one: this mapd's if it was just
-    created, else the version of the tables before versions were kept.
+    A database without a version row is given one. mapd 0.1.0, the only release
+    before versions were kept, made ``ingest.SessionExport`` without
+    ``behavior_files``: such a database holds version 1. Any other was made by
+    a mapd that keeps versions and had not recorded it yet: this process,
+    another one opening the new database at the same moment, or one killed
+    before it got that far. Telling them apart by the tables themselves, not by
+    whether they were there before this process came, gives every one of those
+    processes the same answer.
     """
-    from .ingest import SchemaVersion
+    from .ingest import SchemaVersion, SessionExport
 
     rows = SchemaVersion.to_dicts(order_by="schema_version DESC", limit=1)
     if not rows:
-        version = SCHEMA_VERSION if new_database else VERSION_BEFORE_TRACKING
-        made_by = mapd_version if new_database else "0.1.0"  # the only release before versions were kept
+        made_now = "behavior_files" in SessionExport.heading.names
+        version, made_by = (SCHEMA_VERSION, mapd_version) if made_now else (VERSION_BEFORE_TRACKING, "0.1.0")
         SchemaVersion.insert1({"schema_version": version, "mapd_version": made_by}, skip_duplicates=True)
         rows = SchemaVersion.to_dicts(order_by="schema_version DESC", limit=1)
     return int(rows[0]["schema_version"]), rows[0]["mapd_version"]
