@@ -46,6 +46,10 @@ def test_a_session_with_probes_draws_every_trial_lick_and_unit(config, rig_root,
     rate = points(artists(figures["performance"], "correct rate")["correct rate"])[:, 1]
     hits = np.array([t["outcome"] == "hit" for t in trials])
     assert rate[-1] == pytest.approx(hits[-plots.ROLLING_TRIALS:].mean())
+    keys = [t.get_text() for axes in figures["performance"].axes if axes.get_legend()
+            for t in axes.get_legend().get_texts()]
+    assert keys == ["hit", "miss", "ignore", f"all trials (rolling {plots.ROLLING_TRIALS})", "left trials (cumulative)",
+                    "right trials (cumulative)"]
     assert_licks_drawn(figures["licks"], key.as_dict())
     for probe in (1, 2):
         assert_units_drawn(figures[f"probe{probe}_units_by_depth"], figures[f"probe{probe}_raster_psth"],

@@ -35,10 +35,13 @@ def performance(trial: np.ndarray, outcome: np.ndarray, instruction: np.ndarray,
     axes.scatter(trial, rows, c=colors, s=12, marker="|", gid="trials")
     axes.set_yticks([0, 1], ["right", "left"])
     axes.set_ylim(-1.5, 1.5)
-    axes.set_title("outcome per trial: " + ", ".join(f"{o} ({c})" for o, c in OUTCOME_COLORS.items()))
+    axes.set_title("outcome per trial, on the instructed side's row")
+    for name, color in OUTCOME_COLORS.items():  # the legend's keys: the scatter has one colour per point
+        axes.scatter([], [], c=color, s=30, marker="|", label=name)
+    axes.legend(loc="lower right", ncols=len(OUTCOME_COLORS), fontsize="small")  # below the rows: empty
     hits = (outcome == "hit").astype(float)
     rate = np.convolve(hits, np.ones(window), "full")[:hits.size] / np.minimum(np.arange(1, hits.size + 1), window)
-    rate_axes.plot(trial, rate, color="black", gid="correct rate")
+    rate_axes.plot(trial, rate, color="black", gid="correct rate", label=f"all trials (rolling {window})")
     for side in ("left", "right"):
         mine = instruction == side
         if mine.any():
@@ -46,7 +49,7 @@ def performance(trial: np.ndarray, outcome: np.ndarray, instruction: np.ndarray,
             rate_axes.plot(trial[mine], side_rate, color=SIDE_COLORS[side], lw=0.8, gid=f"correct rate {side}",
                            label=f"{side} trials (cumulative)")
     rate_axes.set_ylim(0, 1.05)
-    rate_axes.set_ylabel(f"correct rate\n(rolling {window} trials)")
+    rate_axes.set_ylabel("correct rate (hits / trials)")
     rate_axes.set_xlabel("Bpod trial")
     rate_axes.legend(loc="lower right", fontsize="small")
     return figure
