@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-
 from . import ccf, ephys, experiment, ingest, lab, publication
 
 # Activation order: every schema after the schemas it references.
