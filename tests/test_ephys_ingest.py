@@ -22,7 +22,9 @@ from conftest import REAL_SESSION, TEST_DATA, place_real_session
 from mapd.rescan import rescan
 from mapd.formats.ephys_errors import EphysFormatError
 from mapd.formats.probe_folders import ProbeFolder, inspect_probe_folder
+from mapd import pgcopy
 from mapd.ingest import probe as probe_ingest
+from mapd.ingest.bulk import BulkWriter
 from mapd.ingest.probe import ProbeAlreadyIngested, ProbeFormatError, ProbeWaiting, ingest_probe
 from mapd.runtime import open_database
 from mapd.schemas import ephys, experiment, ingest, lab
@@ -241,7 +243,7 @@ def test_the_datajoint_insert_path_stores_the_same_rows(config, rig_root, ephys_
     copied = write_probe(ephys_root, behavior, sorter="kilosort", seed=9, probe=1)
     ingest_probe(folder_of(copied))
     inserted = write_probe(ephys_root, behavior, sorter="kilosort", seed=9, probe=2)
-    monkeypatch.setattr(probe_ingest._BulkWriter, "use_copy", False)
+    monkeypatch.setattr(BulkWriter, "use_copy", False)
     ingest_probe(folder_of(inserted))
 
     def rows(table, probe):
@@ -266,12 +268,28 @@ def test_blobs_are_datajoints_own_serialization():
     from datajoint import blob
 
     for values in (np.zeros(0), np.array([1.5]), np.linspace(-3, 4, 1000)):
-        block = probe_ingest._Block({"unit": np.array([7])}, 1, blob="spike_times", values=values,
-                                    lengths=np.array([values.size]))
-        encoded = probe_ingest._block_bytes(block, ["int4"]).tobytes()
+        block = pgcopy.Block({"unit": np.array([7])}, 1, blob="spike_times", values=values,
+                             lengths=np.array([values.size]))
+        encoded = pgcopy.block_bytes(block, ["int4"]).tobytes()
         head = 2 + 4 + 4 + 4  # field count, unit's length and value, the blob's length
         assert encoded[head:] == blob.pack(values, compress=False)
+        assert encoded[head:head + pgcopy.BLOB_HEAD.itemsize] == pgcopy.plain_blob_head(values.size)
         np.testing.assert_array_equal(blob.unpack(encoded[head:]), values)
+
+
+def test_copy_rows_read_back_as_written():
+    """The rows mapd writes in COPY's binary format are the rows it reads from one: blocks and dicts, NULLs."""
+    block = pgcopy.Block({"unit": np.array([3, 4]), "method": "kilosort"}, 2, blob="spike_times",
+                         values=np.array([0.5, 1.5, 2.5]), lengths=np.array([1, 2]))
+    row = {"unit": 5, "amp": float("nan"), "name": "jrclust_v3", "site": None}
+    stream = pgcopy.ChunkStream(iter([pgcopy.HEADER, pgcopy.block_bytes(block, ["int4", "varchar"]),
+                                      pgcopy.row_bytes(row, ["int4", "float8", "varchar", "int2"]), pgcopy.TRAILER]))
+    data = b"".join(iter(lambda: stream.read(7), b""))  # read as psycopg2 does, in pieces
+    rows = [[bytes(field) for field in fields] for fields in pgcopy.read_rows(memoryview(data))]
+    blobs = [blob_bytes for *_, blob_bytes in rows[:2]]
+    assert [r[:2] for r in rows[:2]] == [[(3).to_bytes(4, "big"), b"kilosort"], [(4).to_bytes(4, "big"), b"kilosort"]]
+    assert [np.frombuffer(b[pgcopy.BLOB_HEAD.itemsize:]).tolist() for b in blobs] == [[0.5], [1.5, 2.5]]
+    assert rows[2] == [(5).to_bytes(4, "big"), b"", b"jrclust_v3", b""]  # NaN and None: NULL
 
 
 # --------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 import numpy as np
-from datajoint import blob as dj_blob
 
+from .. import pgcopy
 from ..schemas import ephys, experiment, ingest, lab
 from ..schemas.experiment import SessionKey
 
@@ -352,16 +352,11 @@ def _trial_spikes_decoded(restriction: dict, index: dict[tuple[str, int], int]) 
                     np.concatenate([[0], np.cumsum([a.size for a in arrays])]).astype(np.int64))
 
 
-# DataJoint's blob of a 1-D float64 array, uncompressed (how the probe ingest writes TrialSpikes on
-# PostgreSQL): a 29-byte head, then the values. Bytes 1-13 (magic, ndim) and 22-29 (type, complex)
-# are the same for every such blob; 14-21 hold the length.
-_HEAD_BYTES = 29
-
-
-def _plain_float_blob_parts() -> tuple[bytes, bytes]:
-    """(bytes 1-13, bytes 22-29) of that head, taken from DataJoint's own encoder."""
-    head = dj_blob.pack(np.zeros(1), compress=False)[:_HEAD_BYTES]
-    return head[:13], head[21:]
+# The probe ingest writes TrialSpikes blobs in DataJoint's plain layout of a float64 vector (mapd.pgcopy): a
+# 29-byte head, then the values. The head's element count is its only part that differs between such blobs.
+_HEAD_BYTES = pgcopy.BLOB_HEAD.itemsize
+_COUNT_AT = pgcopy.BLOB_HEAD.fields["n"][1]  # byte offset of the element count (uint64)
+_AFTER_COUNT = _COUNT_AT + 8
 
 
 def _trial_spikes_joined_by_server(restriction: dict, index: dict[tuple[str, int], int]) -> _Aligned | None:
@@ -370,7 +365,8 @@ def _trial_spikes_joined_by_server(restriction: dict, index: dict[tuple[str, int
 
     The server does the joining, so 120,000 rows (80 MB) cost no Python loop and no hex decoding."""
     table = ephys.TrialSpikes
-    start, kind = _plain_float_blob_parts()
+    head = pgcopy.plain_blob_head(0)
+    start, kind = head[:_COUNT_AT], head[_AFTER_COUNT:]
     ordered = "ORDER BY trial"
     select = (
         f"SELECT clustering_method, unit, "
@@ -378,7 +374,8 @@ def _trial_spikes_joined_by_server(restriction: dict, index: dict[tuple[str, int
         f"string_agg(int4send((length(spike_times) - {_HEAD_BYTES}) / 8), ''::bytea {ordered}), "
         f"string_agg(substring(spike_times FROM {_HEAD_BYTES + 1}), ''::bytea {ordered}), "
         f"bool_and(length(spike_times) >= {_HEAD_BYTES} AND mod(length(spike_times) - {_HEAD_BYTES}, 8) = 0 "
-        f"AND substring(spike_times FROM 1 FOR 13) = %s AND substring(spike_times FROM 22 FOR 8) = %s) "
+        f"AND substring(spike_times FROM 1 FOR {len(start)}) = %s "
+        f"AND substring(spike_times FROM {_AFTER_COUNT + 1} FOR {len(kind)}) = %s) "  # SQL counts from 1
         f"FROM {table.full_table_name} WHERE subject_id = %s AND session = %s AND insertion_number = %s "
         f"GROUP BY clustering_method, unit ORDER BY clustering_method, unit")
     args = (start, kind, restriction["subject_id"], restriction["session"], restriction["insertion_number"])
@@ -386,7 +383,7 @@ def _trial_spikes_joined_by_server(restriction: dict, index: dict[tuple[str, int
     stream = io.BytesIO()
     cursor.copy_expert(cursor.mogrify(f"COPY ({select}) TO STDOUT WITH (FORMAT binary)", args).decode(), stream)
     units, trials, counts, times = [], [], [], []
-    for method, unit, trial_bytes, count_bytes, value_bytes, plain in _copy_rows(stream.getbuffer()):
+    for method, unit, trial_bytes, count_bytes, value_bytes, plain in pgcopy.read_rows(stream.getbuffer()):
         if bytes(plain) != b"\x01":
             return None
         units.append(index[(bytes(method).decode(), struct.unpack(">i", unit)[0])])
@@ -394,23 +391,6 @@ def _trial_spikes_joined_by_server(restriction: dict, index: dict[tuple[str, int
         counts.append(np.frombuffer(count_bytes, dtype=">i4").astype(np.int64))
         times.append(np.frombuffer(value_bytes, dtype="<f8"))
     return _Aligned.joined(units, trials, counts, times)
-
-
-def _copy_rows(data: memoryview) -> list[tuple[memoryview, ...]]:
-    """The rows of a binary COPY stream, each a tuple of its fields (views into ``data``; header 19 bytes and its
-    extension; per row: int16 field count, then per field int32 length and the bytes; -1 ends it)."""
-    rows, position = [], 19 + struct.unpack_from(">i", data, 15)[0]
-    while True:
-        (fields,) = struct.unpack_from(">h", data, position)
-        position += 2
-        if fields == -1:
-            return rows
-        row = []
-        for _ in range(fields):
-            (length,) = struct.unpack_from(">i", data, position)
-            row.append(data[position + 4:position + 4 + max(length, 0)])
-            position += 4 + max(length, 0)
-        rows.append(tuple(row))
 
 
 def _on_session_clock(aligned: _Aligned, n_units: int, trials: Trials) -> tuple[np.ndarray, np.ndarray]:

@@ -19,12 +19,8 @@ session's Bpod trials (``mapd.formats.alignment``), and stores:
   mtime, sha256), the sorter and how the trials were aligned.
 
 Every spike is handled by array operations (one sort, ``searchsorted``, range
-indexing); rows are written in bulk. On PostgreSQL the three large tables are
-written with binary ``COPY`` (DataJoint's inserts cost ~0.15 ms per row and
-zlib-compress every blob: half a minute for 10 million spikes); the blobs are
-DataJoint's own ``<blob>`` serialization, uncompressed, so DataJoint reads
-them back as it reads its own. Other backends get the same rows through
-DataJoint's insert.
+indexing); the three large tables are written in bulk (:mod:`mapd.ingest.bulk`:
+binary ``COPY`` on PostgreSQL, DataJoint's insert elsewhere).
 
 Errors: ``ProbeWaiting`` (no subject or no behavior session yet),
 ``ProbeAlreadyIngested`` (another process won), ``ProbeFormatError`` or the
@@ -35,22 +31,18 @@ it could not be read now). Nothing is written for any of them.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import re
-import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePath
 
 import datajoint as dj
 import numpy as np
-from datajoint import blob as dj_blob
 
 from ..formats import alignment
 from ..formats.alignment import AlignmentError, TrialMatch, group_spikes, match_trials
@@ -62,6 +54,7 @@ from ..formats.probe_folders import ProbeFolder, session_of
 from ..formats.spikeglx import ProbeGeometry, read_probe
 from ..schemas import ephys, experiment, ingest, lab
 from . import uids
+from .bulk import Block, BulkWriter
 
 __all__ = ["IngestedProbe", "ProbeAlreadyIngested", "ProbeFormatError", "ProbeKey", "ProbeWaiting", "ingest_probe"]
 
@@ -478,7 +471,7 @@ def _insert(key: ProbeKey, folder: ProbeFolder, probe: _Probe, references: _Refe
     method = CLUSTERING_METHODS[folder.sorter]
     unit_key = {**key.as_dict(), "clustering_method": method}
     stored = probe.trials.match.trials[probe.trials.stored]
-    writer = _BulkWriter(ephys.Unit.connection)
+    writer = BulkWriter(ephys.Unit.connection)
     try:
         with ephys.Unit.connection.transaction:
             _lock_trials(key, stored)
@@ -486,6 +479,7 @@ def _insert(key: ProbeKey, folder: ProbeFolder, probe: _Probe, references: _Refe
             ephys.ProbeInsertion.RecordingSystemSetup.insert1(
                 {**key.as_dict(), "sampling_rate": probe.sorting.sample_rate})
             rows = 2 + writer.write_rows(ephys.Unit, _unit_rows(unit_key, probe, references, first_uid))
+            # Both parents are locked against deletion: this transaction's units, and the trials _lock_trials locked.
             with writer.references_checked_in_bulk(unit_key, parents=(ephys.Unit, experiment.SessionTrial)):
                 rows += writer.write_blocks(ephys.Unit.UnitTrial, [_unit_trial_block(unit_key, probe)])
                 rows += writer.write_blocks(ephys.TrialSpikes, _trial_spike_blocks(unit_key, probe))
@@ -537,15 +531,15 @@ def _number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _unit_trial_block(unit_key: dict, probe: _Probe) -> _Block:
+def _unit_trial_block(unit_key: dict, probe: _Probe) -> Block:
     """UnitTrial: (unit, trial) of every stored trial in which the unit has spikes."""
     columns = np.flatnonzero(probe.trials.stored)
     units, trials = np.nonzero(probe.groups.counts[:, columns] > 0)
     numbers = probe.trials.match.trials[columns]
-    return _Block({**unit_key, "unit": probe.groups.units[units], "trial": numbers[trials]}, units.size)
+    return Block({**unit_key, "unit": probe.groups.units[units], "trial": numbers[trials]}, units.size)
 
 
-def _trial_spike_blocks(unit_key: dict, probe: _Probe) -> Iterator[_Block]:
+def _trial_spike_blocks(unit_key: dict, probe: _Probe) -> Iterator[Block]:
     """TrialSpikes of every unit and stored trial with a go cue, a block of units at a time: spike
     times from the trial's go cue, gathered with one range index per block (no loop over pairs)."""
     groups, trials = probe.groups, probe.trials
@@ -558,7 +552,7 @@ def _trial_spike_blocks(unit_key: dict, probe: _Probe) -> Iterator[_Block]:
         values = groups.unit_times[_ranges(starts, lengths)]
         values -= np.repeat(np.tile(go, last - first), lengths)
         block_units = np.repeat(groups.units[first:last], columns.size)
-        yield _Block({**unit_key, "unit": block_units, "trial": np.tile(numbers, last - first)}, lengths.size,
+        yield Block({**unit_key, "unit": block_units, "trial": np.tile(numbers, last - first)}, lengths.size,
                      blob="spike_times", values=values, lengths=lengths)
 
 
@@ -592,252 +586,3 @@ def _insert_record(key: ProbeKey, folder: ProbeFolder, probe: _Probe, files: lis
         dict(key.as_dict(), ephys_file=f.name, file_size=f.size, file_mtime=f.mtime, file_sha256=f.sha256)
         for f in files], allow_direct_insert=True)
     return 1 + len(files)
-
-
-# --------------------------------------------------------------------------
-# Bulk writing: PostgreSQL binary COPY, else DataJoint inserts.
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Block:
-    """Rows of one table: key columns (an array per column, or one value for all rows) and
-    optionally one float64 array per row, stored as a DataJoint blob in column ``blob``."""
-
-    columns: dict[str, np.ndarray | int | str]
-    n: int
-    blob: str | None = None
-    values: np.ndarray | None = None  # every row's array, one after the other
-    lengths: np.ndarray | None = None  # elements of each row's array
-
-
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_COPY_TRAILER = struct.pack(">h", -1)
-_NULL = struct.pack(">i", -1)
-_FIXED = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float4": ">f4", "float8": ">f8"}
-_BLOB_HEAD = np.dtype([("magic", "S5"), ("ndim", "<u8"), ("n", "<u8"), ("type", "<u4"), ("complex", "<u4")])
-
-
-def _blob_template() -> np.ndarray:
-    """DataJoint's serialization of a 1-D float64 array is this 29-byte head (its length in ``n``)
-    and the values: checked against DataJoint's own encoder, whose output DataJoint decodes."""
-    packed = dj_blob.pack(np.arange(3, dtype=np.float64), compress=False)
-    head = np.frombuffer(packed[:_BLOB_HEAD.itemsize], dtype=_BLOB_HEAD).copy()
-    if head["n"][0] != 3 or packed[_BLOB_HEAD.itemsize:] != np.arange(3, dtype=np.float64).tobytes():
-        raise RuntimeError("DataJoint's blob layout is not the one mapd writes; use DataJoint inserts")
-    return head
-
-
-class _BulkWriter:
-    """Writes rows in bulk: binary COPY on PostgreSQL, DataJoint inserts on other backends."""
-
-    use_copy: bool | None = None  # None: COPY when the backend is PostgreSQL (tests set False to check the other path)
-
-    def __init__(self, connection) -> None:
-        self.connection = connection
-        self._written: list | None = None  # tables written while references are checked in bulk
-        postgres = getattr(connection.adapter, "backend", "") == "postgresql"
-        self.copy = postgres if self.use_copy is None else self.use_copy
-
-    def write_rows(self, table, rows: Iterable[dict]) -> int:
-        """Rows given as dicts with the same keys (few rows, large blobs); returns how many."""
-        rows = iter(rows)
-        first = next(rows, None)
-        if first is None:
-            return 0
-        rows = itertools.chain([first], rows)
-        if not self.copy:
-            rows = list(rows)
-            table.insert(rows, allow_direct_insert=True)
-            return len(rows)
-        types = self._types(table, first)
-        count = 0
-
-        def encoded() -> Iterator[bytes]:
-            nonlocal count
-            for row in rows:
-                count += 1
-                yield _row_bytes(row, types)
-
-        self._copy(table, list(first), encoded())
-        return count
-
-    def write_blocks(self, table, blocks: Iterable[_Block]) -> int:
-        """Rows given as column blocks (many rows); returns how many."""
-        blocks = (block for block in blocks if block.n)
-        first = next(blocks, None)
-        if first is None:
-            return 0
-        blocks = itertools.chain([first], blocks)
-        if not self.copy:
-            total = 0
-            for block in blocks:
-                table.insert(_block_dicts(block), allow_direct_insert=True)
-                total += block.n
-            return total
-        names = [*first.columns, *([first.blob] if first.blob else [])]
-        types = self._types(table, names)
-        count = 0
-
-        def encoded() -> Iterator[np.ndarray]:
-            nonlocal count
-            for block in blocks:
-                count += block.n
-                yield _block_bytes(block, types)
-
-        self._copy(table, names, encoded())
-        if self._written is not None:
-            self._written.append(table)
-        return count
-
-    @contextmanager
-    def references_checked_in_bulk(self, key: dict, parents: tuple) -> Iterator[None]:
-        """Inside: the foreign keys of the rows written (those of ``key``) to ``parents`` are checked
-        after the fact by one query per table and parent, not by PostgreSQL's trigger per row (35 us
-        each: most of a large probe's transaction). Only where the role may turn the triggers off for
-        its own transaction (session_replication_role); elsewhere each row is checked as usual. The
-        parents must be locked against deletion beforehand (they are: this transaction's units, and
-        the trials _lock_trials locked)."""
-        if not (self.copy and self._may_skip_triggers()):
-            yield
-            return
-        self._written = []
-        self.connection.query("SET LOCAL session_replication_role = replica")
-        yield  # on an error the transaction rolls back, and the setting with it
-        self.connection.query("SET LOCAL session_replication_role = origin")
-        for table in self._written:
-            for parent in parents:
-                _check_references(table, parent, key)
-        self._written = None
-
-    def _may_skip_triggers(self) -> bool:
-        if self.connection.query("SELECT current_setting('is_superuser')").fetchone()[0] == "on":
-            return True
-        if self.connection._conn.server_version < 150000:
-            return False
-        return bool(self.connection.query(
-            "SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()[0])
-
-    def _types(self, table, names: Iterable[str]) -> list[str]:
-        """The PostgreSQL type (udt_name) of each named column of ``table``."""
-        found = dict(self.connection.query(
-            "SELECT column_name, udt_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-            args=(table.database, table.table_name)).fetchall())
-        return [found[name] for name in names]
-
-    def _copy(self, table, names: list[str], chunks: Iterable[bytes]) -> None:
-        columns = ", ".join(self.connection.adapter.quote_identifier(name) for name in names)
-        sql = f"COPY {table.full_table_name} ({columns}) FROM STDIN WITH (FORMAT binary)"
-        stream = _Stream(itertools.chain([_COPY_HEADER], chunks, [_COPY_TRAILER]))
-        cursor = self.connection._conn.cursor()  # DataJoint's connection, inside its transaction
-        try:
-            cursor.copy_expert(sql, stream, size=1 << 20)
-        except Exception as error:
-            raise self.connection.adapter.translate_error(error, sql) from error
-        finally:
-            cursor.close()
-
-
-def _check_references(table, parent, key: dict) -> None:
-    """Every row of ``table`` with ``key`` refers to an existing ``parent`` row: one query comparing
-    the rows' references with the parent's rows of that key, as a hashed set."""
-    quote = table.connection.adapter.quote_identifier
-    shared = [name for name in parent.primary_key if name in key]
-    compared = ", ".join(quote(name) for name in parent.primary_key if name not in key)
-    orphans = table.connection.query(
-        f"SELECT count(*) FROM {table.full_table_name} WHERE "
-        + " AND ".join(f"{quote(name)} = %s" for name in key)
-        + f" AND ({compared}) NOT IN (SELECT {compared} FROM {parent.full_table_name} WHERE "
-        + " AND ".join(f"{quote(name)} = %s" for name in shared) + ")",
-        args=(*key.values(), *(key[name] for name in shared))).fetchone()[0]
-    if orphans:
-        raise dj.errors.IntegrityError(f"{orphans} rows of {table.full_table_name} refer to no row of "
-                                       f"{parent.full_table_name}")
-
-
-class _Stream:
-    """A file-like object over an iterator of byte chunks, as psycopg2's copy_expert reads it."""
-
-    def __init__(self, chunks: Iterator) -> None:
-        self._chunks = chunks
-        self._buffer = memoryview(b"")
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._buffer:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return b""
-            self._buffer = memoryview(chunk).cast("B")
-        size = len(self._buffer) if size is None or size < 0 else size
-        piece, self._buffer = self._buffer[:size], self._buffer[size:]
-        return bytes(piece)
-
-
-def _row_bytes(row: dict, types: list[str]) -> bytes:
-    """One row in COPY's binary format; None and non-finite floats are NULL, arrays DataJoint blobs."""
-    parts = [struct.pack(">h", len(types))]
-    for value, udt in zip(row.values(), types):
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            parts.append(_NULL)
-            continue
-        if udt in _FIXED:
-            raw = np.array(value, dtype=_FIXED[udt]).tobytes()
-        elif udt == "bytea":
-            raw = dj_blob.pack(value, compress=False)
-        else:  # varchar, char, text
-            raw = str(value).encode()
-        parts += [struct.pack(">i", len(raw)), raw]
-    return b"".join(parts)
-
-
-def _block_bytes(block: _Block, types: list[str]) -> np.ndarray:
-    """A block's rows in COPY's binary format, built with array operations: a structured array of
-    the fixed-width part of each row, each followed by its blob's values."""
-    fields: list[tuple] = [("count", ">i2")]
-    values = {}
-    for i, (name, value) in enumerate(block.columns.items()):
-        if isinstance(value, str):
-            value = value.encode()
-            dtype = f"S{len(value)}"
-        else:
-            dtype = _FIXED[types[i]]
-        fields += [(f"size{i}", ">i4"), (f"value{i}", dtype)]
-        values[i] = value
-    if block.blob:
-        fields += [("blob_size", ">i4"), ("blob_head", _BLOB_HEAD)]
-    rows = np.zeros(block.n, dtype=np.dtype(fields))
-    rows["count"] = len(values) + bool(block.blob)
-    for i, value in values.items():
-        rows[f"size{i}"] = rows.dtype[f"value{i}"].itemsize
-        rows[f"value{i}"] = value
-    if not block.blob:
-        return rows.view(np.uint8)
-    rows["blob_size"] = _BLOB_HEAD.itemsize + 8 * block.lengths
-    rows["blob_head"] = _BLOB_TEMPLATE
-    rows["blob_head"]["n"] = block.lengths
-    return _interleave(rows.view(np.uint8), rows.dtype.itemsize, block.values, block.lengths)
-
-
-def _interleave(heads: np.ndarray, width: int, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Bytes of row i: ``heads[i * width:(i + 1) * width]`` then its ``lengths[i]`` float64 values."""
-    sizes = np.column_stack([np.full(lengths.size, width), 8 * lengths]).reshape(-1)
-    is_head = np.repeat(np.tile([True, False], lengths.size), sizes)
-    out = np.empty(is_head.size, dtype=np.uint8)
-    out[is_head] = heads
-    np.logical_not(is_head, out=is_head)
-    out[is_head] = np.ascontiguousarray(values, dtype="<f8").view(np.uint8)
-    return out
-
-
-def _block_dicts(block: _Block) -> list[dict]:
-    """A block as DataJoint insert rows (backends without COPY; DataJoint inserts row by row anyway)."""
-    columns = {name: np.broadcast_to(value, block.n) if not isinstance(value, str) else [value] * block.n
-               for name, value in block.columns.items()}
-    if block.blob:
-        columns[block.blob] = np.split(block.values, np.cumsum(block.lengths)[:-1])
-    names = list(columns)
-    return [dict(zip(names, (v.item() if isinstance(v, np.generic) else v for v in row)))
-            for row in zip(*columns.values())]
-
-
-_BLOB_TEMPLATE = _blob_template()
