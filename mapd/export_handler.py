@@ -14,7 +14,6 @@ forgets the failures; an export's failure never touches the ingest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from .config import MapdConfig
 from .export.batch import ExportOutcome, export_session
@@ -114,9 +113,8 @@ def _needs(key: SessionKey, target: str, contents: _Contents) -> bool:
 
 
 def _record(outcome: ExportOutcome, contents: _Contents) -> None:
-    """The attempt's row (replacing the last one); the file it replaces is removed when its name changed."""
+    """The attempt's row (replacing the last one)."""
     key = {**outcome.key.as_dict(), "target": outcome.target}
-    previous = (ingest.SessionExport & key).to_dicts()
     path = str(outcome.path or "")
     state = "done" if outcome.state == "written" else "failed"
     with ingest.SessionExport.connection.transaction:  # replace the row (no REPLACE on PostgreSQL)
@@ -124,8 +122,6 @@ def _record(outcome: ExportOutcome, contents: _Contents) -> None:
         ingest.SessionExport.insert1({**key, "state": state, "reason": outcome.reason[:2000], "path": path,
                                       "probes": contents.probes, "behavior_files": contents.behavior_files,
                                       "host": HOST, "export_time": now_ms()})
-    if state == "done" and previous and previous[0]["path"] and previous[0]["path"] != path:
-        Path(previous[0]["path"]).unlink(missing_ok=True)  # a behavior-only file, now with its probes
     if state == "done":
         log.info("session exported", target=outcome.target, label=outcome.label, path=path, probes=contents.probes,
                  behavior_files=contents.behavior_files, duration=round(outcome.seconds, 3), **outcome.key.as_dict())

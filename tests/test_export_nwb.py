@@ -289,3 +289,20 @@ def test_the_file_is_on_disk_before_its_name(config, rig_root, tmp_path, monkeyp
     assert [s[0] for s in steps] == ["fsync file", "rename", "fsync directory"]
     assert steps[0][1].endswith(".partial.nwb") and steps[0][2] == path.stat().st_size > 0
     assert steps[1][1] == path.name and steps[2][1] == path.parent
+
+
+def test_a_session_has_one_file_when_its_probe_arrives_after_its_behavior_file_was_exported(config, rig_root, tmp_path):
+    ingest_generated_session(config, rig_root, tmp_path / "ephys", probes=0)
+    [key] = select_sessions(SessionSelection())
+    behavior_only = write_nwb(read_session(key), tmp_path / "nwb")
+    assert behavior_only.name.endswith("_behavior.nwb")
+    codes = ephysgen.behavior_bitcodes(next(rig_root.rglob("*.mat")))
+    probe = ephysgen.write_probe(tmp_path / "ephys", h2o=H2O, session_date=START.date(), behavior=codes,
+                                 skip_first=2, n_spikes=2000, n_units=3, seed=4)
+    ingest_probe(inspect_probe_folder(probe.folder))
+    with_probe = read_session(key)
+    with pytest.raises(NwbExists, match=f"{behavior_only.name} exists"):  # the session's file, under its old name
+        write_nwb(with_probe, tmp_path / "nwb")
+    path = write_nwb(with_probe, tmp_path / "nwb", overwrite=True)
+    assert path.name.endswith("_behavior+ecephys.nwb")
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # the behavior-only file replaced

@@ -47,10 +47,14 @@ class NwbExists(Exception):
     """The session's NWB file exists and --overwrite was not given."""
 
 
-def nwb_path(out: Path, data: SessionData) -> Path:
-    """``out/sub-{subject_id}/sub-{subject_id}_ses-{YYYYMMDD}_behavior[+ecephys].nwb`` (DANDI's layout)."""
+MODALITIES = ("behavior", "behavior+ecephys")  # the file name's: without probes, with
+
+
+def nwb_path(out: Path, data: SessionData, modality: str | None = None) -> Path:
+    """``out/sub-{subject_id}/sub-{subject_id}_ses-{YYYYMMDD}_behavior[+ecephys].nwb`` (DANDI's layout);
+    the modality the session's probes give, unless named."""
     subject = f"sub-{data.subject.subject_id}"
-    modality = "behavior+ecephys" if data.probes else "behavior"
+    modality = modality or MODALITIES[bool(data.probes)]
     return out / subject / f"{subject}_ses-{data.session_date:%Y%m%d}_{modality}.nwb"
 
 
@@ -60,10 +64,16 @@ def session_timezone(name: str | None) -> tzinfo | None:
 
 
 def write_nwb(data: SessionData, out: Path, zone: tzinfo | None = None, overwrite: bool = False) -> Path:
-    """Write the session's NWB file below ``out``; returns its path. NwbExists unless ``overwrite``."""
+    """Write the session's NWB file below ``out``; returns its path.
+
+    A file of the session under either name (a behavior-only file written
+    before its probes were ingested) is the session's: NwbExists unless
+    ``overwrite``, and with it, replaced, so that one session never has two files.
+    """
     path = nwb_path(out, data)
-    if path.exists() and not overwrite:
-        raise NwbExists(f"{path} exists (--overwrite replaces it)")
+    existing = [p for p in (nwb_path(out, data, m) for m in MODALITIES) if p.exists()]
+    if existing and not overwrite:
+        raise NwbExists(f"{existing[0]} exists (--overwrite replaces it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.nwb")
     try:
@@ -76,6 +86,9 @@ def write_nwb(data: SessionData, out: Path, zone: tzinfo | None = None, overwrit
         # The daemon records the export as done: the file must be whole on disk before its name is.
         fsync_file(partial)
         os.replace(partial, path)
+        for outdated in existing:
+            if outdated != path:
+                outdated.unlink()
         fsync_directory(path.parent)
     finally:
         partial.unlink(missing_ok=True)
