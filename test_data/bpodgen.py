@@ -1192,6 +1192,8 @@ def matlab_ref_name(n: int) -> str:
         n //= 52
         if n == 0:
             return name
+
+
 _MATLAB_CLASS = {"float64": "double", "float32": "single", "bool": "logical"}
 
 
